@@ -10,7 +10,8 @@ from . import __version__
 from .config import ParamsError, load_params, outputs_dir, project_root, tracking_uri
 
 # %% auto #0
-__all__ = ['DEFAULT_PARAMS', 'cmd_data', 'cmd_run', 'status', 'cmd_status', 'cmd_ui', 'build_parser', 'main']
+__all__ = ['DEFAULT_PARAMS', 'cmd_data', 'cmd_run', 'status', 'cmd_status', 'cmd_ui', 'cmd_predict', 'cmd_dashboard', 'cmd_serve',
+           'cmd_simulate', 'cmd_monitor', 'build_parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #96af0179
 DEFAULT_PARAMS = 'params/car_purchase.yaml'
@@ -89,6 +90,38 @@ def cmd_ui(a) -> int:
     print(f"MLflow UI on http://{a.host}:{a.port} (store {uri}); Ctrl-C stops it", flush=True)
     return subprocess.call(cmd)
 
+# %% ../nbs/13_cli.ipynb #dd237529
+def cmd_predict(a) -> int:
+    "Score a CSV/Parquet batch with a registered model."
+    from mlops_lib.predict import predict_file
+    s = predict_file(a.params, a.input, a.output, alias=a.alias, version=a.model_version, on_invalid=a.on_invalid, chunk_size=a.chunk_size, uri=a.tracking_uri, progress=not a.quiet)
+    print(s['message'] if 'message' in s else json.dumps(s, default=str))
+    return 0
+
+def cmd_dashboard(a) -> int:
+    "Serve the Voila dashboard."
+    from mlops_lib.app import serve_dashboard
+    return serve_dashboard(a.params, port=a.port, host=a.host, uri=a.tracking_uri)
+
+def cmd_serve(a) -> int:
+    "Serve the champion over REST with MLflow's scoring server."
+    from mlops_lib.serve import serve_model
+    return serve_model(a.params, port=a.port, host=a.host, alias=a.alias, version=a.model_version, uri=a.tracking_uri)
+
+def cmd_simulate(a) -> int:
+    "Send rows of a file to a scoring server at a rate and record latencies and predictions."
+    from mlops_lib.serve import simulate
+    s = simulate(a.url, a.input, rate=a.rate, n=a.n, output=a.output, timeout=a.timeout)
+    print(s['message'] if 'message' in s else json.dumps(s, default=str))
+    return 0
+
+def cmd_monitor(a) -> int:
+    "Compare a batch with the champion's training data and report drift."
+    from mlops_lib.drift import monitor_batch
+    s = monitor_batch(a.params, a.current, alias=a.alias, uri=a.tracking_uri, retrain=a.retrain, out_dir=a.out_dir)
+    print(s['message'])
+    return 0
+
 # %% ../nbs/13_cli.ipynb #130ba4b2
 def _params_arg(p, required=False):
     p.add_argument('--params', default=DEFAULT_PARAMS, required=required, help=f'the project params YAML (default: {DEFAULT_PARAMS})')
@@ -124,10 +157,43 @@ def build_parser() -> argparse.ArgumentParser:
     _params_arg(p)
     p.add_argument('--host', default='127.0.0.1'); p.add_argument('--port', type=int, default=5000)
     p.set_defaults(fn=cmd_ui)
-    for extra in _EXTRA: extra(sub)
+    p = sub.add_parser('predict', help='score a batch file with a registered model', description='Validate a CSV/Parquet batch against the model schema and score it in chunks.')
+    _params_arg(p)
+    p.add_argument('--input', required=True, help='the batch to score (.csv or .parquet)')
+    p.add_argument('--output', required=True, help='where to write the predictions (.csv or .parquet); written to a temp file, then renamed')
+    g = p.add_mutually_exclusive_group()
+    g.add_argument('--alias', default='champion', help='model alias to use (default champion)')
+    g.add_argument('--model-version', help='model version number to use instead of an alias')
+    p.add_argument('--on-invalid', choices=['fail', 'quarantine'], default=None, help='invalid rows: fail the batch (default) or write them to a rejects file and score the rest')
+    p.add_argument('--chunk-size', type=int, default=None, help='rows per chunk (default from params: predict.chunk_size)')
+    p.add_argument('--quiet', action='store_true', help='no progress bar')
+    p.set_defaults(fn=cmd_predict)
+    p = sub.add_parser('dashboard', help='serve the Voila prediction dashboard', description='Serve nbs/dashboard.ipynb with Voila (127.0.0.1 by default) and print its URL.')
+    _params_arg(p)
+    p.add_argument('--port', type=int, default=None, help='port (default: a free one)'); p.add_argument('--host', default='127.0.0.1')
+    p.set_defaults(fn=cmd_dashboard)
+    p = sub.add_parser('serve', help="serve the champion over REST with MLflow's scoring server", description='mlflow models serve on 127.0.0.1 with the local env manager.')
+    _params_arg(p)
+    p.add_argument('--port', type=int, default=5001); p.add_argument('--host', default='127.0.0.1')
+    g = p.add_mutually_exclusive_group()
+    g.add_argument('--alias', default='champion'); g.add_argument('--model-version', help='model version number instead of an alias')
+    p.set_defaults(fn=cmd_serve)
+    p = sub.add_parser('simulate', help='send rows to a scoring server at a rate; record latency and predictions', description='A traffic simulator for `mlops serve`.')
+    p.add_argument('--url', required=True, help='the scoring server, e.g. http://127.0.0.1:5001')
+    p.add_argument('--input', required=True, help='rows to send (.csv or .parquet)')
+    p.add_argument('--rate', type=float, default=10.0, help='requests per second (default 10)')
+    p.add_argument('-n', type=int, default=None, help='send at most this many rows (default: all)')
+    p.add_argument('--output', default=None, help='where to store the scored rows (default outputs/simulate/<timestamp>.csv)')
+    p.add_argument('--timeout', type=float, default=10.0, help='seconds per request')
+    p.set_defaults(fn=cmd_simulate)
+    p = sub.add_parser('monitor', help="drift of a batch against the champion's training data", description='Per-feature drift, prediction and target drift, an HTML report; optionally retrain on drift.')
+    _params_arg(p)
+    p.add_argument('--current', required=True, help='the batch to compare (.csv or .parquet)')
+    p.add_argument('--alias', default='champion')
+    p.add_argument('--retrain', action='store_true', default=None, help='retrain when drift is found (default from params: monitor.retrain_on_drift)')
+    p.add_argument('--out-dir', default=None, help='report folder (default outputs/monitor/<timestamp>)')
+    p.set_defaults(fn=cmd_monitor)
     return ap
-
-_EXTRA = []  # later modules' subcommands register a `fn(subparsers)` here
 
 # %% ../nbs/13_cli.ipynb #c1e21fb4
 def main(argv: list[str]|None=None) -> int:
