@@ -117,7 +117,7 @@ def cmd_simulate(a) -> int:
 
 def cmd_monitor(a) -> int:
     "Compare a batch with the champion's training data and report drift."
-    from mlops_lib.drift import monitor_batch
+    from mlops_lib.monitor import monitor_batch
     s = monitor_batch(a.params, a.current, alias=a.alias, uri=a.tracking_uri, retrain=a.retrain, out_dir=a.out_dir)
     print(s['message'])
     return 0
