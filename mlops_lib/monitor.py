@@ -5,6 +5,8 @@
 # %% ../nbs/10_monitor.ipynb #476c7fa3
 from __future__ import annotations
 import html, posixpath, re
+from pathlib import Path
+import yaml
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -14,7 +16,8 @@ from .config import MonitorParams
 
 # %% auto #0
 __all__ = ['MISSING', 'DRIFT_COLUMNS', 'psi', 'numeric_drift', 'categorical_drift', 'feature_drift', 'dataset_drift',
-           'prediction_drift', 'drift_report', 'drift_figures', 'drift_metrics', 'drift_html']
+           'prediction_drift', 'drift_report', 'drift_figures', 'drift_metrics', 'drift_html', 'reference_data',
+           'model_outputs', 'monitor_batch']
 
 # %% ../nbs/10_monitor.ipynb #99ae76d1
 MISSING = '<missing>'
@@ -273,3 +276,96 @@ def drift_html(report: dict,   # from `drift_report`
     parts += [f.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f'fig-{i}') for i, f in enumerate(figures.values())]
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style></head>"
             f"<body>{''.join(parts)}</body></html>")
+
+# %% ../nbs/10_monitor.ipynb #b3aef29c
+def reference_data(lm) -> pd.DataFrame:
+    "The training rows the model `lm` (a `LoadedModel`) was fitted on, from its run's artifacts."
+    import mlflow
+    try: path = mlflow.artifacts.download_artifacts(run_id=lm.run_id, artifact_path='data/reference.parquet')
+    except Exception as ex: raise FileNotFoundError(f"model {lm.name} v{lm.version}: its run {lm.run_id} has no data/reference.parquet (trained before monitoring existed?): {type(ex).__name__}") from None
+    return pd.read_parquet(path)
+
+# %% ../nbs/10_monitor.ipynb #1138581f
+def model_outputs(model, X: pd.DataFrame, task: str) -> pd.Series:
+    "What prediction drift compares: the positive-class probability (binary), the predicted class (multiclass) or the value."
+    if task == 'regression': return pd.Series(model.predict(X), index=X.index, name='prediction')
+    if len(model.classes_) == 2: return pd.Series(model.predict_proba(X)[:, 1], index=X.index, name='probability')
+    return pd.Series(model.predict(X), index=X.index, name='prediction').astype(str)
+
+# %% ../nbs/10_monitor.ipynb #5adcb38f
+def _retrain(P, params_file: str, ref_all: pd.DataFrame, labelled: pd.DataFrame, out: Path, uri: str) -> dict:
+    "Run the pipeline on the project's data plus the labelled batch rows; return the train step's record."
+    from mlops_lib.config import write_table
+    from mlops_lib.data import load_dataset
+    from mlops_lib.pipeline import run_pipeline
+    base, _ = load_dataset(P)
+    data = write_table(pd.concat([base, labelled[base.columns.intersection(labelled.columns)]], ignore_index=True), out/'retrain_data.parquet')
+    d = P.model_dump(exclude_none=True)
+    d['data'] = {'path': str(data), 'min_rows': P.data.min_rows}
+    (out/'retrain_params.yaml').write_text(yaml.safe_dump(d, sort_keys=False))
+    r = run_pipeline(out/'retrain_params.yaml', steps=['ingest', 'tune', 'train'], run_name=f"{out.name}-retrain", uri=uri, progress=False)
+    return next(s for s in r.steps if s['step'] == '40_train')
+
+# %% ../nbs/10_monitor.ipynb #55a675d4
+def monitor_batch(params_file: str, # the project's params
+                  current: str|Path, # the batch (.csv or .parquet)
+                  alias: str='champion', # which model's training data is the reference
+                  uri: str|None=None, # tracking URI (default: from the params)
+                  retrain: bool|None=None, # retrain on drift (default: params monitor.retrain_on_drift)
+                  out_dir: str|Path|None=None, # report folder (default outputs/monitor/<name>-<time>)
+                  run_id: str|None=None, # log into this MLflow run (the 60_monitor step's) instead of a new one
+                 ) -> dict:
+    "Drift of a batch against the champion's training data: report files, an MLflow run, and optionally a retrain."
+    import json, time, mlflow
+    from mlops_lib.config import atomic_path, load_params, outputs_dir, tracking_uri
+    from mlops_lib.data import read_table
+    from mlops_lib.schema import validate_frame
+    from mlops_lib.tracking import load_model, setup_tracking
+    P = load_params(params_file)
+    uri = uri or tracking_uri(P)
+    setup_tracking(uri, P.name)
+    lm = load_model(P.name, alias)
+    ref, cur = reference_data(lm), read_table(current)
+    S = lm.schema
+    rep = drift_report(ref, cur, S.numeric, S.categorical, P.monitor, target=P.target, task=P.task, source=str(current))
+    ok = validate_frame(cur, S, source=str(current)).valid
+    ref_pred, cur_pred = model_outputs(lm.model, ref[S.feature_names], P.task), model_outputs(lm.model, ok[S.feature_names], P.task)
+    rep['prediction'] = prediction_drift(ref_pred, cur_pred, None, P.monitor) if len(ok) else None
+    live = None
+    if P.target in cur.columns and len(ok):
+        from mlops_lib.evaluate import score_model
+        lab = ok.join(cur[[P.target]]).dropna(subset=[P.target])
+        if len(lab) and (P.task == 'regression' or lab[P.target].nunique() > 1):
+            live = score_model(lm.model, lab[S.feature_names], lab[P.target], P.task)[P.promotion.metric]
+    figs = drift_figures(rep, ref, cur, ref_pred=ref_pred, cur_pred=cur_pred)
+    out = Path(out_dir) if out_dir else outputs_dir()/'monitor'/f"{P.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"{P.name} v{lm.version}: drift of {Path(current).name}"
+    with atomic_path(out/'drift.html') as tmp: tmp.write_text(drift_html(rep, figs, title), encoding='utf-8')
+    with atomic_path(out/'features.csv') as tmp: rep['features'].to_csv(tmp, index=False)
+    s = rep['summary']
+    metrics = {**drift_metrics(rep), **({f'live_{P.promotion.metric}': live} if live is not None else {})}
+    summary = dict(created=time.strftime('%Y-%m-%dT%H:%M:%S'), model=P.name, version=lm.version, current=str(current), rows=len(cur), rows_valid=len(ok),
+                   summary={k: (v.item() if hasattr(v, 'item') else v) for k, v in s.items()}, prediction=rep['prediction'], target=rep['target'],
+                   live_metric=live, test_metric=lm.metrics.get(P.promotion.metric), metric=P.promotion.metric, report_path=str(out/'drift.html'))
+    while mlflow.active_run(): mlflow.end_run()
+    with (mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name=f'monitor-{Path(current).stem}', tags={'mlops.kind': 'monitor'})) as run:
+        mlflow.set_tags({'model_version': lm.version, 'current': str(current), 'dataset_drift': str(bool(s['dataset_drift']))})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+        mlflow.log_artifact(str(out/'drift.html')); mlflow.log_artifact(str(out/'features.csv'))
+        summary['run_id'] = run.info.run_id
+        retrain = P.monitor.retrain_on_drift if retrain is None else retrain
+        if retrain and s['dataset_drift']:
+            if P.target not in cur.columns: summary['retrain'] = f"drift found but {current} has no '{P.target}' column: cannot retrain"
+            else:
+                rec = _retrain(P, params_file, ref, ok.join(cur[[P.target]]).dropna(subset=[P.target]), out, uri)
+                summary['retrain'] = rec.get('decision', '')
+                mlflow.set_tag('retrain', summary['retrain'])
+    for p in (out/'summary.json', outputs_dir()/'monitor'/'latest.json'):
+        with atomic_path(p) as tmp: tmp.write_text(json.dumps(summary, indent=1, default=str))
+    verdict = f"DATASET DRIFT: {s['n_drifted']} of {s['n_features']} features drifted ({', '.join(s['drifted_features'][:6])})" if s['dataset_drift'] else f"no dataset drift ({s['n_drifted']} of {s['n_features']} features drifted)"
+    pd_ = f"; prediction drift: {'yes' if rep['prediction'] and rep['prediction']['drifted'] else 'no'}"
+    lv = f"; live {P.promotion.metric} {live:.4g} vs test {lm.metrics.get(P.promotion.metric, float('nan')):.4g}" if live is not None else ''
+    rt = f"; retrain: {summary['retrain']}" if summary.get('retrain') else ''
+    summary['message'] = f"{P.name} v{lm.version} vs {Path(current).name}: {verdict}{pd_}{lv}{rt}. Report: {out/'drift.html'}"
+    return {**summary, 'report': rep, 'figures': figs}

@@ -1,0 +1,76 @@
+"Drift monitoring against a real champion: detection, false-alarm rate, reports, MLflow runs and the retrain loop."
+import json
+from pathlib import Path
+import pytest, yaml
+import mlflow
+from mlflow import MlflowClient
+from conftest import ROOT, mlops, store_uri
+from mlops_lib.config import load_params
+from mlops_lib.monitor import drift_report, reference_data
+from mlops_lib.samples import make_drifted, make_sample
+
+
+@pytest.fixture(scope='module')
+def batches(tmp_path_factory):
+    d = tmp_path_factory.mktemp('batches')
+    make_drifted('car_purchase', rows=400, seed=11)[0].to_csv(d/'drifted.csv', index=False)
+    make_sample('car_purchase', rows=400, seed=12)[0].to_csv(d/'fresh.csv', index=False)
+    make_sample('car_purchase', rows=400, seed=12)[0].drop(columns=['Age']).to_csv(d/'no_age.csv', index=False)
+    return d
+
+
+def test_drifted_batch_is_detected(smoke_model, batches):
+    out = batches/'report-drifted'
+    r = mlops('monitor', '--params', 'params/smoke.yaml', '--current', batches/'drifted.csv', '--out-dir', out, outputs=smoke_model['outputs'])
+    assert 'DATASET DRIFT' in r.stdout and 'AnnualSalary' in r.stdout and 'live roc_auc' in r.stdout, r.stdout
+    s = json.loads((out/'summary.json').read_text())
+    assert s['summary']['dataset_drift'] and s['prediction']['drifted']
+    html = (out/'drift.html').read_text()
+    assert html.count('* plotly.js v') == 1 and '<script src=' not in html
+    latest = json.loads((smoke_model['outputs']/'monitor'/'latest.json').read_text())
+    assert latest['report_path'] == str(out/'drift.html')
+    mlflow.set_tracking_uri(smoke_model['uri'])
+    run = MlflowClient().get_run(s['run_id'])
+    assert run.data.tags['mlops.kind'] == 'monitor' and run.data.metrics['dataset_drift'] == 1.0 and 'psi_Age' in run.data.metrics
+
+
+def test_fresh_batch_is_not_drift(smoke_model, batches):
+    r = mlops('monitor', '--params', 'params/smoke.yaml', '--current', batches/'fresh.csv', '--out-dir', batches/'report-fresh', outputs=smoke_model['outputs'])
+    assert 'no dataset drift' in r.stdout, r.stdout
+
+
+def test_false_alarm_rate_over_20_seeds(smoke_model, in_outputs):
+    "Fresh samples from the generator that made the training data: dataset drift in at most 2 of 20 (10%)."
+    from mlops_lib.tracking import load_model
+    P = load_params('params/smoke.yaml')
+    lm = load_model('smoke')
+    ref = reference_data(lm)
+    alarms = [drift_report(ref, make_sample('car_purchase', rows=400, seed=1000 + s)[0], lm.schema.numeric, lm.schema.categorical, P.monitor)['summary']['dataset_drift'] for s in range(20)]
+    assert sum(alarms) <= 2, f"{sum(alarms)} false alarms in 20"
+    caught = [drift_report(ref, make_drifted('car_purchase', rows=400, seed=2000 + s)[0], lm.schema.numeric, lm.schema.categorical, P.monitor)['summary']['dataset_drift'] for s in range(20)]
+    assert sum(caught) >= 18, f"drift caught in only {sum(caught)} of 20"
+
+
+def test_missing_column_is_a_one_line_error(smoke_model, batches):
+    r = mlops('monitor', '--params', 'params/smoke.yaml', '--current', batches/'no_age.csv', outputs=smoke_model['outputs'], check=False)
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and "'Age'" in r.stderr and 'no_age.csv' in r.stderr, r.stderr
+
+
+def test_retrain_loop_end_to_end(tmp_path):
+    "Drift found with labels -> the pipeline retrains on data + batch; the new version goes through the gate."
+    params = yaml.safe_load((ROOT/'params/smoke.yaml').read_text())
+    params['monitor'] = {'retrain_on_drift': True}
+    (tmp_path/'p.yaml').write_text(yaml.safe_dump(params))
+    out = tmp_path/'out'
+    mlops('run', '--params', tmp_path/'p.yaml', '--quiet', '--steps', 'ingest,tune,train', outputs=out)
+    make_drifted('car_purchase', rows=400, seed=5)[0].to_csv(tmp_path/'drifted.csv', index=False)
+    r = mlops('monitor', '--params', tmp_path/'p.yaml', '--current', tmp_path/'drifted.csv', '--out-dir', tmp_path/'rep', outputs=out)
+    assert 'DATASET DRIFT' in r.stdout and 'retrain:' in r.stdout, r.stdout
+    c = MlflowClient(store_uri(out))
+    versions = c.search_model_versions("name='smoke'")
+    assert len(versions) == 2
+    v2 = c.get_model_version('smoke', '2')
+    assert v2.tags['promotion.decision'] in ('promoted', 'rejected') and v2.tags['promotion.champion_version'] == '1'
+    retrain_data = mlflow.artifacts.download_artifacts(run_id=v2.run_id, artifact_path='data/reference.parquet', tracking_uri=store_uri(out))
+    import pandas as pd
+    assert len(pd.read_parquet(retrain_data)) > 320      # trained on the base data plus the labelled batch
