@@ -7,23 +7,16 @@ from __future__ import annotations
 import argparse, json, os, subprocess, sys
 from pathlib import Path
 from . import __version__
-from .config import ParamsError, load_params, outputs_dir, project_root, tracking_uri
+from .config import UserError, load_params, outputs_dir, project_root, tracking_uri
 
 # %% auto #0
-__all__ = ['DEFAULT_PARAMS', 'cmd_data', 'cmd_run', 'status', 'cmd_status', 'cmd_ui', 'cmd_predict', 'cmd_dashboard', 'cmd_serve',
-           'cmd_simulate', 'cmd_monitor', 'build_parser', 'main']
+__all__ = ['DEFAULT_PARAMS', 'USER_ERRORS', 'cmd_data', 'cmd_run', 'status', 'cmd_status', 'cmd_ui', 'cmd_predict',
+           'cmd_dashboard', 'cmd_serve', 'cmd_simulate', 'cmd_monitor', 'build_parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #96af0179
 DEFAULT_PARAMS = 'params/car_purchase.yaml'
 
-def _user_errors() -> tuple:
-    "The exception types that are the user's to fix: printed as one line, never as a traceback."
-    from mlops_lib.data import DataError
-    from mlops_lib.schema import SchemaError
-    from mlops_lib.models import SpaceError
-    from mlops_lib.pipeline import StepFailed
-    from mlops_lib.tracking import NoModelError
-    return (ParamsError, DataError, SchemaError, SpaceError, StepFailed, NoModelError, FileNotFoundError, ValueError)
+USER_ERRORS = (UserError, FileNotFoundError, ValueError)  # printed as one line; `UserError` subclasses live in each module
 
 # %% ../nbs/13_cli.ipynb #34b92bea
 def cmd_data(a) -> int:
@@ -44,6 +37,7 @@ def cmd_data(a) -> int:
 # %% ../nbs/13_cli.ipynb #8a394f22
 def cmd_run(a) -> int:
     "Run the pipeline notebooks."
+    load_params(a.params)  # a bad params file fails fast, before the heavy imports
     from mlops_lib.pipeline import run_pipeline
     r = run_pipeline(a.params, steps=a.steps, run_name=a.run_name, resume=a.resume, uri=a.tracking_uri, progress=not a.quiet)
     print(f"\nrun {r.run_name} finished ({sum(s['seconds'] for s in r.steps):.1f} s); outputs in {r.run_dir}\n")
@@ -202,7 +196,7 @@ def main(argv: list[str]|None=None) -> int:
     try: return a.fn(a) or 0
     except KeyboardInterrupt:
         print('mlops: interrupted', file=sys.stderr); return 130
-    except _user_errors() as ex:
+    except USER_ERRORS as ex:
         if os.environ.get('MLOPS_DEBUG'): raise
         msg = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__
         print(f"mlops {a.command}: error: {msg}", file=sys.stderr); return 2

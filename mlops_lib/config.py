@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = ['CLASSIFICATION_METRICS', 'REGRESSION_METRICS', 'LOWER_IS_BETTER', 'project_root', 'outputs_dir', 'resolve_path',
            'default_tracking_uri', 'default_artifact_root', 'higher_is_better', 'DataParams', 'FeatureParams',
            'SplitParams', 'FamilyParams', 'ModelParams', 'PromotionParams', 'MonitorParams', 'PredictParams', 'Params',
-           'ParamsError', 'params_from_dict', 'load_params', 'tracking_uri', 'atomic_path', 'write_table']
+           'UserError', 'ParamsError', 'params_from_dict', 'load_params', 'tracking_uri', 'atomic_path', 'write_table']
 
 # %% ../nbs/00_config.ipynb #6f0911bb
 def project_root() -> Path:
@@ -152,7 +152,10 @@ class Params(_Strict):
     def is_classification(self) -> bool: return self.task == 'classification'
 
 # %% ../nbs/00_config.ipynb #d24cca75
-class ParamsError(ValueError):
+class UserError(Exception):
+    "An error the user can fix (bad params, data, batch or command); the CLI prints its one-line message, never a traceback."
+
+class ParamsError(UserError, ValueError):
     "A params file that cannot be used; the message is one line naming the file and the key."
 
 def _fmt_error(e: dict) -> str:

@@ -7,13 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np, pandas as pd
 from sklearn.model_selection import train_test_split
-from .config import Params, resolve_path, write_table
+from .config import Params, UserError, resolve_path, write_table
 
 # %% auto #0
 __all__ = ['DataError', 'read_table', 'feature_columns', 'check_table', 'load_dataset', 'split_data']
 
 # %% ../nbs/02_data.ipynb #51ad6464
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     "Input data that cannot be used; the message is one line naming the file and the problem."
 
 def _looks_numeric(s) -> bool:

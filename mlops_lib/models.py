@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import GridSearchCV, HalvingRandomSearchCV, KFold, ParameterGrid, RandomizedSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
-from .config import FamilyParams, Params, higher_is_better
+from .config import FamilyParams, Params, UserError, higher_is_better
 from .evaluate import sklearn_scoring
 from .schema import DataSchema
 
@@ -71,7 +71,7 @@ def build_pipeline(family: str, schema: DataSchema, seed: int, n_jobs: int=1, **
     return Pipeline([('prep', build_preprocessor(schema)), ('model', make_estimator(family, schema.task, seed, n_jobs, **model_params))])
 
 # %% ../nbs/07_models.ipynb #b1b7d0e3
-class SpaceError(ValueError):
+class SpaceError(UserError, ValueError):
     "A search space naming parameters the estimator does not have."
 
 def check_space(family: str, task: str, space: dict) -> dict:

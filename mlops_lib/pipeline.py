@@ -12,7 +12,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Param, RunTag
 from . import __version__
-from .config import Params, atomic_path, load_params, outputs_dir, project_root, tracking_uri
+from .config import Params, UserError, atomic_path, load_params, outputs_dir, project_root, tracking_uri
 from .tracking import setup_tracking
 
 # %% auto #0
@@ -78,7 +78,7 @@ def start_step(step: str, # the step name
     return StepContext(step, params, Path(params_file), rd, run.info.run_id, uri)
 
 # %% ../nbs/09_pipeline.ipynb #9392efbc
-class StepFailed(RuntimeError):
+class StepFailed(UserError, RuntimeError):
     "A pipeline step failed; the message is the one line the CLI prints."
 
 def kernel_name() -> str:
@@ -143,8 +143,9 @@ def run_pipeline(params_file: str|Path, # the params YAML
                  echo=print, # where progress lines go
                 ) -> RunResult:
     "Run the step notebooks with papermill under one MLflow parent run; raise `StepFailed` on a failed step."
-    import papermill as pm
+    import logging, papermill as pm
     from mlops_lib.models import check_space, default_space
+    logging.getLogger('mlflow').setLevel(logging.WARNING)
     params_file = Path(params_file).resolve() if Path(params_file).exists() else project_root()/params_file
     params = load_params(params_file)
     for fam, fp in params.models.families.items(): check_space(fam, params.task, fp.space or default_space(fam, params.task))
@@ -173,6 +174,7 @@ def run_pipeline(params_file: str|Path, # the params YAML
             t0 = time.perf_counter()
             try:
                 pm.execute_notebook(project_root()/'nbs'/'pipeline'/f'{nb}.ipynb', out_nb, kernel_name=kernel_name(), progress_bar=progress, cwd=str(project_root()),
+                                    extra_arguments=['--IPKernelApp.log_level=CRITICAL'],  # no kernel transport warnings in the console
                                     parameters=dict(params_file=str(params_file), run_dir=str(run_dir), parent_run_id=pid, step_run_id=child, tracking_uri=uri))
             except pm.PapermillExecutionError as ex:
                 if out_nb.exists(): client.log_artifact(child, str(out_nb), 'notebook')

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np, pandas as pd, yaml
 import pandera.pandas as pa
+from .config import UserError
 
 # %% auto #0
 __all__ = ['ColumnSpec', 'infer_column', 'DataSchema', 'infer_schema', 'SchemaError', 'to_pandera', 'ValidationResult',
@@ -95,7 +96,7 @@ def infer_schema(df: pd.DataFrame, # the training split
     return DataSchema([infer_column(df[c], margin) for c in features], tgt, task, classes)
 
 # %% ../nbs/03_schema.ipynb #4b97af27
-class SchemaError(ValueError):
+class SchemaError(UserError, ValueError):
     "A batch that does not fit the model's schema as a whole (e.g. a missing column)."
 
 def to_pandera(schema: DataSchema, require_target: bool=False) -> pa.DataFrameSchema:

@@ -12,7 +12,7 @@ import mlflow, sklearn, scipy
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
-from .config import Params, higher_is_better, tracking_uri
+from .config import Params, UserError, higher_is_better, tracking_uri
 from .schema import DataSchema
 
 # %% auto #0
@@ -123,7 +123,7 @@ def record_decision(client: MlflowClient, name: str, version: str, d: Decision, 
                                       {'promoted': float(d.promote), f'candidate_{d.metric}': d.candidate, **({f'champion_{d.metric}': d.champion} if d.champion is not None else {})}.items()])
 
 # %% ../nbs/08_tracking.ipynb #86040174
-class NoModelError(LookupError):
+class NoModelError(UserError, LookupError):
     "No registered model (or no version with that alias) to load."
 
 @dataclass

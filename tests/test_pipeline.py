@@ -187,3 +187,23 @@ def test_step_notebooks_run_as_is_with_their_defaults(tmp_path, monkeypatch):
         pm.execute_notebook(ROOT/'nbs/pipeline'/f'{nb}.ipynb', tmp_path/f'{nb}.ipynb', kernel_name='mlops_lib', progress_bar=False, cwd=str(ROOT/'nbs/pipeline'))
     rd = tmp_path/'runs'/'interactive-car_purchase'
     assert (rd/'train.parquet').exists() and (rd/'eda.html').exists()
+
+
+def test_car_purchase_champion_is_near_bayes_optimal(tmp_path, monkeypatch):
+    "The default project: the champion's test ROC AUC is within 0.02 of the generator's Bayes-optimal AUC on the same test rows."
+    from sklearn.metrics import roc_auc_score
+    from mlops_lib.config import load_params
+    from mlops_lib.data import load_dataset, split_data
+    from mlops_lib.samples import make_sample
+    p = yaml.safe_load((ROOT/'params/car_purchase.yaml').read_text())
+    p['data']['path'] = str(tmp_path/'car_purchase.csv')        # generated from the sample (seed 42) into the test's folder
+    (tmp_path/'car.yaml').write_text(yaml.safe_dump(p))
+    mlops('run', '--params', tmp_path/'car.yaml', '--quiet', '--run-name', 'car', outputs=tmp_path/'out')
+    train_step = json.loads((tmp_path/'out/runs/car/summary.json').read_text())['steps'][-1]
+    assert 'promoted' in train_step['decision']
+    P = load_params(tmp_path/'car.yaml')
+    df, _ = load_dataset(P)
+    _, test = split_data(df, P)
+    _, truth = make_sample('car_purchase', rows=P.data.rows, seed=P.seed)
+    bayes = roc_auc_score(test[P.target], truth.loc[test.index])
+    assert abs(train_step['test_roc_auc'] - bayes) <= 0.02, (train_step['test_roc_auc'], bayes)
