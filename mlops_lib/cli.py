@@ -78,9 +78,10 @@ def cmd_status(a) -> int:
 def cmd_ui(a) -> int:
     "Serve the MLflow UI on the tracking store."
     uri = a.tracking_uri or tracking_uri(load_params(a.params) if Path(a.params).exists() or (project_root()/a.params).exists() else None)
-    art = outputs_dir()/'mlflow'/'artifacts'
-    cmd = [sys.executable, '-m', 'mlflow', 'ui', '--backend-store-uri', uri, '--host', a.host, '--port', str(a.port)]
-    if uri.startswith('sqlite:'): cmd += ['--default-artifact-root', art.as_uri()]
+    cmd = [sys.executable, '-m', 'mlflow', 'ui', '--backend-store-uri', uri, '--host', a.host, '--port', str(a.port), '--workers', '1']
+    if uri.startswith('sqlite:///'):  # the embedded store: artifacts live beside the database (as `setup_tracking` creates them)
+        db = Path(uri.removeprefix('sqlite:///')); db.parent.mkdir(parents=True, exist_ok=True)
+        cmd += ['--default-artifact-root', (db.parent/'artifacts').as_uri()]
     print(f"MLflow UI on http://{a.host}:{a.port} (store {uri}); Ctrl-C stops it", flush=True)
     return subprocess.call(cmd)
 
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 # %% ../nbs/13_cli.ipynb #c1e21fb4
 def main(argv: list[str]|None=None) -> int:
     "Entry point of the `mlops` console script."
+    os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')  # keep stderr for our one-line errors
     a = build_parser().parse_args(argv)
     try: return a.fn(a) or 0
     except KeyboardInterrupt:

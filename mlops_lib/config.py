@@ -75,6 +75,7 @@ class FeatureParams(_Strict):
     "Which columns are features. Default: every column but the target."
     include: Optional[list[str]] = None  # use only these columns
     drop: list[str] = []                 # ID, date or leaky columns to leave out
+    range_margin: float = Field(0.25, ge=0)  # the schema widens each numeric training range by this fraction of it on each side
 
 class SplitParams(_Strict):
     "The hold-out split."

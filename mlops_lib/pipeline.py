@@ -140,7 +140,7 @@ def run_pipeline(params_file: str|Path, # the params YAML
                  resume: str|None=None, # reuse this earlier run's folder (its files feed the steps not re-run)
                  uri: str|None=None, # tracking URI (overrides params and $MLFLOW_TRACKING_URI)
                  progress: bool=True, # papermill's per-cell progress bar
-                 echo=print, # where progress lines go
+                 echo=lambda s: print(s, flush=True), # where progress lines go
                 ) -> RunResult:
     "Run the step notebooks with papermill under one MLflow parent run; raise `StepFailed` on a failed step."
     import logging, papermill as pm

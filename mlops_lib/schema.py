@@ -35,7 +35,7 @@ def _py(v):
     return v.item() if hasattr(v, 'item') else v
 
 def infer_column(s: pd.Series, # a training column
-                 margin: float=0.1, # widen the observed range by this fraction of it on each side
+                 margin: float=0.25, # widen the observed range by this fraction of it on each side
                 ) -> ColumnSpec:
     "Infer the spec of one column."
     nullable = bool(s.isna().any())
@@ -87,7 +87,7 @@ def infer_schema(df: pd.DataFrame, # the training split
                  target: str, # the target column
                  task: str, # 'classification' or 'regression'
                  features: list[str]|None=None, # feature columns (default: all but the target)
-                 margin: float=0.1, # numeric range widening, as a fraction of the observed range
+                 margin: float=0.25, # numeric range widening, as a fraction of the observed range
                 ) -> DataSchema:
     "Infer the data schema of a training split."
     features = features or [c for c in df.columns if c != target]
@@ -146,11 +146,11 @@ class ValidationResult:
     def summary(self, source: str='batch') -> str:
         "One line: how many rows are invalid, by column and reason, with an example."
         if self.ok: return f"{source}: all {self.n_rows} rows valid"
-        parts = [f"{col}: {len(g.row.unique())} row(s) {reason} (e.g. {g.value.iloc[0]!r})" for (col, reason), g in self.errors.groupby(['column', 'reason'], sort=False)]
+        parts = [f"{col}: {len(g.row.unique())} row(s) {reason} (e.g. {_py(g.value.iloc[0])!r})" for (col, reason), g in self.errors.groupby(['column', 'reason'], sort=False)]
         return f"{source}: {self.n_invalid} of {self.n_rows} rows invalid: " + '; '.join(parts)
     def rejects(self, batch: pd.DataFrame) -> pd.DataFrame:
         "The invalid rows of `batch` with a `_reason` column (all their problems joined)."
-        why = self.errors.assign(msg=self.errors.column + ': ' + self.errors.reason + ' (' + self.errors.value.map(repr) + ')').groupby('row').msg.agg('; '.join)
+        why = self.errors.assign(msg=self.errors.column + ': ' + self.errors.reason + ' (' + self.errors.value.map(lambda v: repr(_py(v))) + ')').groupby('row').msg.agg('; '.join)
         return batch.loc[why.index].assign(_reason=why.values)
 
 # %% ../nbs/03_schema.ipynb #a4d3fd98

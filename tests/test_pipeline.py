@@ -57,7 +57,7 @@ def test_end_to_end_run_tracks_everything(smoke_model):
     assert {d.dataset.name for d in ingest.inputs.dataset_inputs} == {'smoke-train', 'smoke-test'}
 
     mv = c.get_model_version_by_alias('smoke', 'champion')
-    assert mv.version == '1' and mv.tags['promotion.decision'] == 'promoted'
+    assert str(mv.version) == '1' and mv.tags['promotion.decision'] == 'promoted'
     train = next(r for r in children if r.data.tags['mlops.step'] == 'train')
     assert mv.run_id == train.info.run_id and train.data.metrics['test_roc_auc'] > 0.8
     info = mlflow.models.get_model_info(f'models:/smoke/{mv.version}')
@@ -71,7 +71,7 @@ def test_same_params_same_metrics_and_champion_stays(smoke_model):
     metrics = lambda s: {k: v for k, v in s.items() if k.startswith('test_')}
     assert metrics(first) == metrics(second) and metrics(first)
     c = client_for(smoke_model['uri'])
-    assert c.get_model_version_by_alias('smoke', 'champion').version == '1'
+    assert str(c.get_model_version_by_alias('smoke', 'champion').version) == '1'
     v2 = c.get_model_version('smoke', second['version'])
     assert v2.tags['promotion.decision'] == 'rejected' and 'does not beat champion v1' in v2.tags['promotion.reason']
 
@@ -81,7 +81,7 @@ def test_gated_out_model_does_not_move_the_alias(smoke_model, tmp_path):
     out = mlops('run', '--params', p, '--quiet', '--steps', 'train', '--resume', 'smoke-1', '--run-name', 'smoke-1', outputs=smoke_model['outputs'])
     assert 'roc_auc' in out.stdout and 'below the minimum 0.999' in out.stdout
     c = client_for(smoke_model['uri'])
-    assert c.get_model_version_by_alias('smoke', 'champion').version == '1'
+    assert str(c.get_model_version_by_alias('smoke', 'champion').version) == '1'
     newest = max(c.search_model_versions("name='smoke'"), key=lambda v: int(v.version))
     assert newest.tags['promotion.decision'] == 'rejected' and 'below the minimum' in newest.tags['promotion.reason']
 
@@ -104,7 +104,7 @@ def test_failing_step_exits_with_one_line_and_keeps_champion(smoke_model, tmp_pa
     assert broken.info.status == 'FAILED'
     child = c.search_runs([broken.info.experiment_id], f"tags.mlflow.parentRunId = '{broken.info.run_id}'")[0]
     assert child.info.status == 'FAILED' and c.list_artifacts(child.info.run_id, 'notebook')
-    assert c.get_model_version_by_alias('smoke', 'champion').version == '1'
+    assert str(c.get_model_version_by_alias('smoke', 'champion').version) == '1'
 
 
 @pytest.mark.parametrize('change, message', [
@@ -155,10 +155,10 @@ def mlflow_server(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     import requests
     url = f'http://127.0.0.1:{port}'
-    for _ in range(120):
+    for _ in range(240):
         try:
-            if requests.get(f'{url}/health', timeout=1).ok: break
-        except requests.ConnectionError: pass
+            if requests.get(f'{url}/health', timeout=2).ok: break
+        except requests.RequestException: pass
         time.sleep(0.5)
     else: raise RuntimeError('mlflow server did not start')
     yield url
@@ -175,7 +175,7 @@ def test_pipeline_against_a_real_mlflow_server(mlflow_server, tmp_path):
     local = mlflow.artifacts.download_artifacts(f'models:/smoke@champion', dst_path=str(tmp_path/'dl'))
     assert (Path(local)/'MLmodel').exists() and list(Path(local).rglob('schema.yaml'))
     s = json.loads(mlops('status', '--params', 'params/smoke.yaml', '--json', '--tracking-uri', mlflow_server, outputs=tmp_path/'out').stdout)
-    assert s['champion']['version'] == mv.version
+    assert s['champion']['version'] == str(mv.version)
     assert list((tmp_path/'server-artifacts').rglob('40_train.ipynb')), 'artifacts went through the server to its destination'
 
 
