@@ -129,7 +129,9 @@ class RunResult:
 def _key(step: str, rec: dict) -> tuple[str, str]:
     "The summary's key metric and decision from a step's record."
     k = rec.get('key_metric')
-    return (f"{k}={rec[k]:.4g}" if k and isinstance(rec.get(k), (int, float)) else str(rec.get('key', ''))), str(rec.get('decision', ''))
+    v = rec.get(k) if k else None
+    shown = f"{k}={v:,}" if isinstance(v, int) else f"{k}={v:.4g}" if isinstance(v, float) else str(rec.get('key', ''))
+    return shown, str(rec.get('decision', ''))
 
 def _on_sigterm(signum, frame): raise KeyboardInterrupt(f'signal {signum}')
 
