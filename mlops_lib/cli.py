@@ -89,14 +89,15 @@ def cmd_ui(a) -> int:
 def cmd_predict(a) -> int:
     "Score a CSV/Parquet batch with a registered model."
     from mlops_lib.predict import predict_file
-    s = predict_file(a.params, a.input, a.output, alias=a.alias, version=a.model_version, on_invalid=a.on_invalid, chunk_size=a.chunk_size, uri=a.tracking_uri, progress=not a.quiet)
+    s = predict_file(a.params, a.input, a.output, alias=a.alias, version=a.model_version, on_invalid=a.on_invalid, chunk_size=a.chunk_size, uri=a.tracking_uri,
+                     progress=not a.quiet, rejects=a.rejects)
     print(s['message'] if 'message' in s else json.dumps(s, default=str))
     return 0
 
 def cmd_dashboard(a) -> int:
     "Serve the Voila dashboard."
     from mlops_lib.app import serve_dashboard
-    return serve_dashboard(a.params, port=a.port, host=a.host, uri=a.tracking_uri)
+    return serve_dashboard(a.params, port=a.port, host=a.host, uri=a.tracking_uri, max_upload_mb=a.max_upload_mb)
 
 def cmd_serve(a) -> int:
     "Serve the champion over REST with MLflow's scoring server."
@@ -161,11 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--model-version', help='model version number to use instead of an alias')
     p.add_argument('--on-invalid', choices=['fail', 'quarantine'], default=None, help='invalid rows: fail the batch (default) or write them to a rejects file and score the rest')
     p.add_argument('--chunk-size', type=int, default=None, help='rows per chunk (default from params: predict.chunk_size)')
+    p.add_argument('--rejects', default=None, help='rejects file in quarantine mode (default <output stem>.rejects.csv)')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
     p.set_defaults(fn=cmd_predict)
     p = sub.add_parser('dashboard', help='serve the Voila prediction dashboard', description='Serve nbs/dashboard.ipynb with Voila (127.0.0.1 by default) and print its URL.')
     _params_arg(p)
     p.add_argument('--port', type=int, default=None, help='port (default: a free one)'); p.add_argument('--host', default='127.0.0.1')
+    p.add_argument('--max-upload-mb', type=float, default=None, help='batch upload limit in MB (default: $MLOPS_UPLOAD_MB or 20)')
     p.set_defaults(fn=cmd_dashboard)
     p = sub.add_parser('serve', help="serve the champion over REST with MLflow's scoring server", description='mlflow models serve on 127.0.0.1 with the local env manager.')
     _params_arg(p)

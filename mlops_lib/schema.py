@@ -164,10 +164,11 @@ def validate_frame(df: pd.DataFrame, # the batch
     missing = [c for c in need if c not in df.columns]
     if missing: raise SchemaError(f"{source}: missing column(s) {', '.join(missing)}; expected the model's columns {', '.join(need[:12])}{', ...' if len(need) > 12 else ''}")
     specs = schema.features + ([schema.target] if require_target else [])
-    X, errs = pd.DataFrame(index=df.index), []
+    cols, errs = {}, []
     for c in specs:
-        X[c.name], bad = _coerce(df[c.name], c)
+        cols[c.name], bad = _coerce(df[c.name], c)
         if bad.any(): errs.append(pd.DataFrame({'row': df.index[bad], 'column': c.name, 'value': df[c.name][bad].values, 'reason': f"not a {'number' if c.kind == 'numeric' else 'boolean'}"}))
+    X = pd.DataFrame(cols, index=df.index)
     if require_target and schema.task == 'classification': X[schema.target.name] = df[schema.target.name].map(lambda v: v if pd.isna(v) else type(schema.classes[0])(v) if not isinstance(schema.classes[0], str) else str(v))
     try: to_pandera(schema, require_target).validate(X, lazy=True)
     except pa.errors.SchemaErrors as ex:

@@ -141,7 +141,10 @@ class LoadedModel:
     uri: str = ''
 
     @property
-    def classes(self): return list(getattr(self.model, 'classes_', []) or [])
+    def classes(self) -> list:
+        "The class labels (classification), else []."
+        c = getattr(self.model, 'classes_', None)
+        return [] if c is None else list(c)
 
 # %% ../nbs/08_tracking.ipynb #f05f02bf
 def _version(client: MlflowClient, name: str, alias: str|None, version: str|int|None):

@@ -1,0 +1,146 @@
+"""The dashboard in a real browser: `mlops dashboard` on a free loopback port, driven by Playwright with Debian's chromium.
+
+Needs /usr/bin/chromium (`make browser`); Playwright never downloads a browser here. Screenshots go to
+<session outputs>/screenshots/ and, when $MLOPS_SCREENSHOTS names a folder, are copied there too."""
+import os, shutil, signal, subprocess, time, urllib.error, urllib.request
+from pathlib import Path
+import pytest
+from conftest import BIN, ROOT
+from mlops_lib.app import free_port
+from mlops_lib.schema import DataSchema
+
+CHROMIUM = '/usr/bin/chromium'
+CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
+                 '--disable-component-update', '--no-first-run', '--disable-sync']
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason='needs Debian chromium at /usr/bin/chromium: run `make browser`')
+
+
+def start_dashboard(outputs: Path, log: Path, params: str='params/smoke.yaml', timeout: float=90) -> tuple[subprocess.Popen, str]:
+    "Start `mlops dashboard` in its own process group; return the process and the URL it printed."
+    env = {**os.environ, 'MLOPS_OUTPUTS': str(outputs)}
+    env.pop('MLFLOW_TRACKING_URI', None)
+    port = free_port()
+    with open(log, 'w') as f:
+        proc = subprocess.Popen([str(BIN/'mlops'), 'dashboard', '--params', params, '--port', str(port)], cwd=ROOT, env=env,
+                                stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if f'Dashboard: http://127.0.0.1:{port}/' in log.read_text(): return proc, f'http://127.0.0.1:{port}/'
+        if proc.poll() is not None: break
+        time.sleep(0.2)
+    stop(proc)
+    raise AssertionError(f'mlops dashboard did not print its URL:\n{log.read_text()[-3000:]}')
+
+
+def stop(proc: subprocess.Popen):
+    "Stop the dashboard and everything it started (Voila and its kernels)."
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try: proc.wait(15)
+        except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait(5)
+    try: os.killpg(proc.pid, signal.SIGKILL)   # kernels left behind, if any
+    except ProcessLookupError: pass
+
+
+@pytest.fixture(scope='module')
+def dashboard(smoke_model, tmp_path_factory):
+    proc, url = start_dashboard(smoke_model['outputs'], tmp_path_factory.mktemp('dash')/'voila.log')
+    yield url
+    stop(proc)
+
+
+@pytest.fixture(scope='module')
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def shot(outputs):
+    "Save a full-page screenshot under <outputs>/screenshots (and $MLOPS_SCREENSHOTS)."
+    d = outputs/'screenshots'; d.mkdir(exist_ok=True)
+    def save(page, name: str) -> Path:
+        p = d/f'{name}.png'
+        page.screenshot(path=str(p), full_page=True)
+        if os.environ.get('MLOPS_SCREENSHOTS'): Path(os.environ['MLOPS_SCREENSHOTS']).mkdir(parents=True, exist_ok=True); shutil.copy(p, os.environ['MLOPS_SCREENSHOTS'])
+        return p
+    return save
+
+
+def test_predict_and_batch_in_browser(dashboard, browser, shot, smoke_model):
+    S = DataSchema.from_yaml(smoke_model['run_dir']/'schema.yaml')
+    page = browser.new_page(viewport={'width': 1200, 'height': 900})
+    outside = []
+    page.on('request', lambda r: outside.append(r.url) if not r.url.startswith((dashboard, 'data:', 'blob:')) else None)
+    page.set_default_timeout(60_000)
+    t0 = time.monotonic()
+    page.goto(dashboard)
+    page.wait_for_selector('.mlops-predict')
+    print(f'form interactive after {time.monotonic() - t0:.1f} s')
+    assert 'dashboard_from_env' not in page.content()   # the notebook's source is not in the page
+    num = S.column(S.numeric[0])
+    field = page.locator(f'.mlops-field-{num.name} input')
+    field.fill(str(int(num.max) * 10 + 1))
+    page.wait_for_selector(f'.mlops-field-{num.name} .mlops-error :text("out of range")')
+    page.click('.mlops-predict')
+    page.wait_for_selector('.mlops-result :text("Fix 1 field(s) first")')
+    shot(page, '1_invalid_field')
+    field.fill(str(int(num.median)))
+    page.click('.mlops-predict')
+    result = page.wait_for_selector(f'.mlops-result :text("Predicted {S.target.name}:")')
+    assert 'probability' in result.inner_text()
+    page.wait_for_selector('.mlops-dashboard .js-plotly-plot .main-svg')   # the chart rendered, offline
+    shot(page, '2_prediction')
+
+    page.click('.lm-TabBar-tab:has-text("Explain")')
+    page.wait_for_selector('.mlops-explain .main-svg', state='visible')
+    assert page.locator('.mlops-explain .js-plotly-plot').count() == 2   # importance and partial dependence
+    shot(page, '3_explain')
+
+    page.click('.lm-TabBar-tab:has-text("Batch")')
+    rows = ['{},{}'.format(','.join(S.feature_names), S.target.name)]
+    good = [str(c.categories[0]) if c.kind == 'categorical' else str(int(c.median)) for c in S.features]
+    rows += [','.join(good) + ',0'] * 3
+    rows.insert(2, ','.join(['oops' if c.name == num.name else v for c, v in zip(S.features, good)]) + ',1')
+    with page.expect_file_chooser() as chooser: page.click('.mlops-upload')   # the widget makes its <input type=file> on click
+    chooser.value.set_files(files=[{'name': 'new.csv', 'mimeType': 'text/csv', 'buffer': '\n'.join(rows).encode()}])
+    page.wait_for_selector('.mlops-batch-msg :text("new.csv: scored 3 of 4 rows; 1 invalid row(s) left out")')
+    assert page.locator('.mlops-batch-table table tbody tr').count() == 3
+    errors = page.locator('.mlops-batch-errors table tbody tr')
+    assert errors.count() == 1 and errors.first.locator('td').all_inner_texts() == ['3', num.name, 'oops', 'not a number']
+    assert page.locator('a.mlops-download[download="new_scored.csv"]').count() == 1
+    shot(page, '4_batch')
+
+    page.click('.lm-TabBar-tab:has-text("Model")')
+    page.wait_for_selector('.mlops-card :text("smoke version 1 (champion)")')
+    shot(page, '5_model')
+    assert outside == [], outside
+    page.close()
+
+
+def _status(url: str) -> int:
+    try: return urllib.request.urlopen(url, timeout=30).status
+    except urllib.error.HTTPError as ex: return ex.code
+
+
+def test_repository_is_not_served(dashboard):
+    for path in ['settings.ini', 'params/smoke.yaml', 'dashboard.ipynb', '12_app.ipynb', 'voila/files/dashboard.ipynb',
+                 'voila/files/12_app.ipynb', 'voila/files/../settings.ini', 'voila/files/%2e%2e/settings.ini', 'voila/tree',
+                 'voila/tree/pipeline', 'voila/render/12_app.ipynb', 'voila/api/contents', 'api/contents/dashboard.ipynb',
+                 'voila/static/../../../../settings.ini', 'api/kernelspecs', 'voila/files/pipeline/10_ingest.ipynb']:
+        assert _status(dashboard + path) in (403, 404), path
+
+
+def test_no_model_page(browser, shot, tmp_path):
+    proc, url = start_dashboard(tmp_path, tmp_path/'voila.log')
+    try:
+        page = browser.new_page()
+        page.goto(url, timeout=90_000)
+        page.wait_for_selector(":text(\"No registered model 'smoke' yet. Train one with: mlops run --params params/smoke.yaml\")", timeout=90_000)
+        assert page.locator('.jp-OutputArea-output pre').count() == 0   # no traceback
+        shot(page, '0_no_model')
+        page.close()
+    finally: stop(proc)

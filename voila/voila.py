@@ -1,0 +1,28 @@
+# Voila settings for the mlops_lib dashboard (`mlops dashboard`, see mlops_lib.app.serve_dashboard).
+# serve_dashboard runs: python -m voila nbs/dashboard.ipynb --no-browser --port=N --Voila.ip=HOST --Voila.port_retries=0
+#                       --Voila.config_file_paths=<root>/voila
+# so this file is the only Voila config that applies (no user-level voila.json/voila.py is searched).
+import os
+
+c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
+
+# People who never open a notebook use this page: show no tracebacks and no code.
+c.VoilaConfiguration.show_tracebacks = False
+c.VoilaConfiguration.strip_sources = True
+# Serve no file from the notebook folder through /voila/files/ (the default allows images there). Serving the single
+# notebook already means there is no /voila/tree, /voila/render or /voila/api/contents; any other path redirects to
+# /voila/files/<path>, which this turns into 403.
+c.VoilaConfiguration.file_allowlist = []
+c.VoilaConfiguration.file_denylist = ['.*']
+# One kernel per page view, started on request. --preheat_kernel was flaky in tests; progressive rendering stays off so
+# that a failing cell cannot leave half a page.
+c.VoilaConfiguration.preheat_kernel = False
+# Batch uploads travel over the kernel websocket as one message: allow the upload limit plus headroom (tornado's default
+# is 10 MiB); the app itself refuses files above MLOPS_UPLOAD_MB with a message.
+_upload_mb = float(os.environ.get('MLOPS_UPLOAD_MB') or 20)
+c.Voila.tornado_settings = {'websocket_max_message_size': int((_upload_mb * 1.5 + 8) * 2**20)}
+# Voila's lab template links Font Awesome from a CDN; the 'mlops' template (voila/jupyter/voila/templates/mlops, found
+# through JUPYTER_PATH=<root>/voila/jupyter set by serve_dashboard) drops those links: the page makes no outside request.
+c.VoilaConfiguration.template = 'mlops'
+# jupytext's lab extension is installed in the venv but fails to load in Voila (and is useless there).
+c.VoilaConfiguration.extension_denylist = ['jupyterlab-jupytext']
