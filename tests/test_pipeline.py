@@ -155,14 +155,19 @@ def mlflow_server(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     import requests
     url = f'http://127.0.0.1:{port}'
-    for _ in range(240):
-        try:
-            if requests.get(f'{url}/health', timeout=2).ok: break
-        except requests.RequestException: pass
-        time.sleep(0.5)
-    else: raise RuntimeError('mlflow server did not start')
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM); proc.wait(timeout=30)
+    try:
+        for _ in range(240):
+            if proc.poll() is not None: raise RuntimeError(f'mlflow server exited with {proc.returncode}')
+            try:
+                if requests.get(f'{url}/health', timeout=2).ok: break
+            except requests.RequestException: pass
+            time.sleep(0.5)
+        else: raise RuntimeError('mlflow server did not start in time')
+        yield url
+    finally:   # also when start-up failed: never leave the server (and its job consumers) running
+        os.killpg(proc.pid, signal.SIGTERM)
+        try: proc.wait(timeout=30)
+        except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait()
 
 
 def test_pipeline_against_a_real_mlflow_server(mlflow_server, tmp_path):
