@@ -26,7 +26,7 @@ def ensure_model(params: str, outputs: Path) -> None:
 def browser_figures(params: str, outputs: Path, clicks: int) -> dict:
     "Start `mlops dashboard`, open it in chromium, time the form's arrival and `clicks` Predict round trips."
     from playwright.sync_api import sync_playwright
-    from mlops_lib.app import free_port
+    from mlops_lib.config import free_port
     env = {**os.environ, 'MLOPS_OUTPUTS': str(outputs)}; env.pop('MLFLOW_TRACKING_URI', None)
     port, log = free_port(), outputs/'bench_voila.log'
     t0 = time.perf_counter()

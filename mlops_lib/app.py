@@ -4,13 +4,13 @@
 
 # %% ../nbs/12_app.ipynb #8f3cc42f
 from __future__ import annotations
-import base64, html, io, json, math, os, signal, socket, subprocess, sys, threading, time
+import base64, html, io, json, math, os, socket, subprocess, sys, time
 from pathlib import Path
 from typing import TYPE_CHECKING
 import numpy as np, pandas as pd
 import plotly.graph_objects as go
 import ipywidgets as widgets
-from .config import Params, load_params, outputs_dir, project_root, resolve_path, tracking_uri
+from .config import Params, load_params, outputs_dir, project_root, resolve_path, sigterm_as_interrupt, tracking_uri
 if TYPE_CHECKING:
     from mlops_lib.schema import ColumnSpec, DataSchema
     from mlops_lib.tracking import LoadedModel
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ['ENV_PARAMS', 'ENV_UPLOAD_MB', 'default_value', 'form_spec', 'check_value', 'check_form', 'form_row', 'FormError',
            'predict_one', 'show_figure', 'result_figure', 'PredictionForm', 'partial_dependence_row', 'score_batch_csv',
            'table_html', 'download_link', 'message_html', 'model_card_html', 'drift_html', 'PredictPanel',
-           'result_text', 'BatchPanel', 'ExplainPanel', 'no_model_html', 'Dashboard', 'dashboard_from_env', 'free_port',
+           'result_text', 'BatchPanel', 'ExplainPanel', 'no_model_html', 'Dashboard', 'dashboard_from_env',
            'voila_command', 'dashboard_env', 'serve_dashboard']
 
 # %% ../nbs/12_app.ipynb #df5e1d0e
@@ -437,11 +437,6 @@ def dashboard_from_env(params_file: str|None=None, # default: $MLOPS_PARAMS, els
         return widgets.HTML(message_html(f'The dashboard could not start: {type(ex).__name__}: {str(ex).splitlines()[0] if str(ex) else ""}', 'error'))
 
 # %% ../nbs/12_app.ipynb #0146cc39
-def free_port(host: str='127.0.0.1') -> int:
-    "A TCP port that is free on `host` now."
-    with socket.socket() as s:
-        s.bind((host, 0)); return s.getsockname()[1]
-
 def voila_command(port: int, host: str='127.0.0.1', notebook: Path|None=None) -> list[str]:
     "The Voila command line serving the dashboard notebook."
     root = project_root()
@@ -470,8 +465,6 @@ def _wait_port(host: str, port: int, proc: subprocess.Popen, timeout: float=60) 
         except OSError: time.sleep(0.1)
     return False
 
-def _interrupt(*_): raise KeyboardInterrupt
-
 def serve_dashboard(params_file: str, # the project params
                     port: int|None=None, # default: 8866
                     host: str='127.0.0.1', # the interface to bind (loopback by default)
@@ -480,11 +473,11 @@ def serve_dashboard(params_file: str, # the project params
                    ) -> int:
     "Serve `nbs/dashboard.ipynb` with Voila until interrupted; print the URL once it listens; return Voila's exit code."
     port = port or 8866
-    if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGTERM, _interrupt)  # stop Voila too
     proc = subprocess.Popen(voila_command(port, host), env=dashboard_env(params_file, uri, max_upload_mb), cwd=project_root())
     try:
-        if _wait_port(host, port, proc): print(f'Dashboard: http://{host}:{port}/', flush=True)
-        return proc.wait()
+        with sigterm_as_interrupt():  # SIGTERM stops Voila too
+            if _wait_port(host, port, proc): print(f'Dashboard: http://{host}:{port}/', flush=True)
+            return proc.wait()
     except KeyboardInterrupt:
         proc.terminate()
         return proc.wait()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, json, os, subprocess, sys
 from pathlib import Path
 from . import __version__
-from .config import UserError, load_params, outputs_dir, project_root, tracking_uri
+from .config import UserError, load_params, project_root, tracking_uri
 
 # %% auto #0
 __all__ = ['DEFAULT_PARAMS', 'USER_ERRORS', 'cmd_data', 'cmd_run', 'status', 'cmd_status', 'cmd_ui', 'cmd_predict',

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #64782a93
 from __future__ import annotations
-import os, re, contextlib
+import os, re, contextlib, signal, socket, threading
 from pathlib import Path
 from typing import Any, Literal, Optional
 import yaml
@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = ['CLASSIFICATION_METRICS', 'REGRESSION_METRICS', 'LOWER_IS_BETTER', 'project_root', 'outputs_dir', 'resolve_path',
            'default_tracking_uri', 'default_artifact_root', 'higher_is_better', 'DataParams', 'FeatureParams',
            'SplitParams', 'FamilyParams', 'ModelParams', 'PromotionParams', 'MonitorParams', 'PredictParams', 'Params',
-           'UserError', 'ParamsError', 'params_from_dict', 'load_params', 'tracking_uri', 'atomic_path', 'write_table']
+           'UserError', 'ParamsError', 'params_from_dict', 'load_params', 'tracking_uri', 'atomic_path', 'write_table',
+           'sigterm_as_interrupt', 'free_port']
 
 # %% ../nbs/00_config.ipynb #6f0911bb
 def project_root() -> Path:
@@ -213,3 +214,21 @@ def write_table(df: pd.DataFrame, path: str|Path) -> Path:
         elif path.suffix.lower() == '.csv': df.to_csv(tmp, index=False)
         else: raise ValueError(f"{path}: expected a .csv or .parquet file name, got suffix {path.suffix!r}")
     return path
+
+# %% ../nbs/00_config.ipynb #f467014e
+def _interrupt(signum, frame): raise KeyboardInterrupt(f'signal {signum}')
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    "Within the block, SIGTERM raises `KeyboardInterrupt`."
+    swap = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)
+    old = signal.signal(signal.SIGTERM, _interrupt) if swap else None
+    try: yield
+    finally:
+        if swap: signal.signal(signal.SIGTERM, old)
+
+# %% ../nbs/00_config.ipynb #11d78c2e
+def free_port(host: str='127.0.0.1') -> int:
+    "A TCP port nobody listens on right now (for the servers we start)."
+    with socket.socket() as s:
+        s.bind((host, 0)); return s.getsockname()[1]

@@ -5,7 +5,7 @@
 # %% ../nbs/02_data.ipynb #b99d4943
 from __future__ import annotations
 from pathlib import Path
-import numpy as np, pandas as pd
+import pandas as pd
 from sklearn.model_selection import train_test_split
 from .config import Params, UserError, resolve_path, write_table
 

@@ -6,8 +6,7 @@
 from __future__ import annotations
 import time, warnings
 from dataclasses import dataclass, field
-import numpy as np, pandas as pd
-from sklearn.base import clone
+import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor, RandomForestClassifier, RandomForestRegressor
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401  (makes HalvingRandomSearchCV importable)

@@ -4,15 +4,14 @@
 
 # %% ../nbs/09_pipeline.ipynb #2f447d9d
 from __future__ import annotations
-import json, signal, subprocess, sys, time
+import json, subprocess, time
 from dataclasses import dataclass, field
 from pathlib import Path
-import pandas as pd
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import Param, RunTag
+from mlflow.entities import Param
 from . import __version__
-from .config import Params, UserError, atomic_path, load_params, outputs_dir, project_root, tracking_uri
+from .config import Params, UserError, atomic_path, load_params, outputs_dir, project_root, sigterm_as_interrupt, tracking_uri
 from .tracking import setup_tracking
 
 # %% auto #0
@@ -133,8 +132,6 @@ def _key(step: str, rec: dict) -> tuple[str, str]:
     shown = f"{k}={v:,}" if isinstance(v, int) else f"{k}={v:.4g}" if isinstance(v, float) else str(rec.get('key', ''))
     return shown, str(rec.get('decision', ''))
 
-def _on_sigterm(signum, frame): raise KeyboardInterrupt(f'signal {signum}')
-
 # %% ../nbs/09_pipeline.ipynb #69cdd554
 def run_pipeline(params_file: str|Path, # the params YAML
                  steps: str|list|None=None, # which steps (default: ingest, eda, tune, train)
@@ -166,36 +163,36 @@ def run_pipeline(params_file: str|Path, # the params YAML
     for i in range(0, len(flat), 100): client.log_batch(pid, params=flat[i:i + 100])
     client.log_artifact(pid, str(params_file), 'params')
     result, child = RunResult(run_name, run_dir, pid), None
-    old = signal.signal(signal.SIGTERM, _on_sigterm) if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None) else None
     try:
-        for step in steps:
-            nb = STEPS[step]
-            out_nb = run_dir/f'{nb}.ipynb'
-            child = client.create_run(exp_id, run_name=step, tags={'mlflow.parentRunId': pid, 'mlops.step': step}).info.run_id
-            echo(f"[{step}] running {nb} -> {_rel(out_nb)}")
-            t0 = time.perf_counter()
-            try:
-                pm.execute_notebook(project_root()/'nbs'/'pipeline'/f'{nb}.ipynb', out_nb, kernel_name=kernel_name(), progress_bar=progress, cwd=str(project_root()),
-                                    extra_arguments=['--IPKernelApp.log_level=CRITICAL'],  # no kernel transport warnings in the console
-                                    parameters=dict(params_file=str(params_file), run_dir=str(run_dir), parent_run_id=pid, step_run_id=child, tracking_uri=uri))
-            except pm.PapermillExecutionError as ex:
-                if out_nb.exists(): client.log_artifact(child, str(out_nb), 'notebook')
-                for r in (child, pid): client.set_terminated(r, 'FAILED')
+        with sigterm_as_interrupt():  # a process manager's SIGTERM marks the runs KILLED like Ctrl-C
+            for step in steps:
+                nb = STEPS[step]
+                out_nb = run_dir/f'{nb}.ipynb'
+                child = client.create_run(exp_id, run_name=step, tags={'mlflow.parentRunId': pid, 'mlops.step': step}).info.run_id
+                echo(f"[{step}] running {nb} -> {_rel(out_nb)}")
+                t0 = time.perf_counter()
+                try:
+                    pm.execute_notebook(project_root()/'nbs'/'pipeline'/f'{nb}.ipynb', out_nb, kernel_name=kernel_name(), progress_bar=progress, cwd=str(project_root()),
+                                        extra_arguments=['--IPKernelApp.log_level=CRITICAL'],  # no kernel transport warnings in the console
+                                        parameters=dict(params_file=str(params_file), run_dir=str(run_dir), parent_run_id=pid, step_run_id=child, tracking_uri=uri))
+                except pm.PapermillExecutionError as ex:
+                    if out_nb.exists(): client.log_artifact(child, str(out_nb), 'notebook')
+                    for r in (child, pid): client.set_terminated(r, 'FAILED')
+                    child = None
+                    raise StepFailed(f"step {nb} failed: {_error_line(ex)} — see {_rel(out_nb)}") from None
+                secs = time.perf_counter() - t0
+                client.log_artifact(child, str(out_nb), 'notebook')
+                if client.get_run(child).info.status == 'RUNNING': client.set_terminated(child, 'FINISHED')
+                rec = json.loads((run_dir/'steps'/f'{step}.json').read_text()) if (run_dir/'steps'/f'{step}.json').exists() else {}
+                key, decision = _key(step, rec)
+                result.steps.append({**rec, 'step': nb, 'seconds': round(secs, 2), 'key': key, 'decision': decision, 'run_id': child})
                 child = None
-                raise StepFailed(f"step {nb} failed: {_error_line(ex)} — see {_rel(out_nb)}") from None
-            secs = time.perf_counter() - t0
-            client.log_artifact(child, str(out_nb), 'notebook')
-            if client.get_run(child).info.status == 'RUNNING': client.set_terminated(child, 'FINISHED')
-            rec = json.loads((run_dir/'steps'/f'{step}.json').read_text()) if (run_dir/'steps'/f'{step}.json').exists() else {}
-            key, decision = _key(step, rec)
-            result.steps.append({**rec, 'step': nb, 'seconds': round(secs, 2), 'key': key, 'decision': decision, 'run_id': child})
-            child = None
-        summary = dict(run_name=run_name, parent_run_id=pid, params_file=str(params_file), tracking_uri=uri, steps=result.steps)
-        with atomic_path(run_dir/'summary.json') as tmp: tmp.write_text(json.dumps(summary, indent=1, default=str))
-        client.log_artifact(pid, str(run_dir/'summary.json'))
-        client.log_batch(pid, metrics=[mlflow.entities.Metric(f"seconds_{s['step']}", s['seconds'], int(time.time() * 1000), 0) for s in result.steps])
-        client.set_terminated(pid, 'FINISHED')
-        return result
+            summary = dict(run_name=run_name, parent_run_id=pid, params_file=str(params_file), tracking_uri=uri, steps=result.steps)
+            with atomic_path(run_dir/'summary.json') as tmp: tmp.write_text(json.dumps(summary, indent=1, default=str))
+            client.log_artifact(pid, str(run_dir/'summary.json'))
+            client.log_batch(pid, metrics=[mlflow.entities.Metric(f"seconds_{s['step']}", s['seconds'], int(time.time() * 1000), 0) for s in result.steps])
+            client.set_terminated(pid, 'FINISHED')
+            return result
     except KeyboardInterrupt:
         for r in (child, pid):
             if r: client.set_terminated(r, 'KILLED')
@@ -205,5 +202,3 @@ def run_pipeline(params_file: str|Path, # the params YAML
         for r in (child, pid):
             if r: client.set_terminated(r, 'FAILED')
         raise
-    finally:
-        if old is not None: signal.signal(signal.SIGTERM, old)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_predict.ipynb #b861feea
 from __future__ import annotations
-import contextlib, json, os, re, signal, threading, time, warnings
+import contextlib, re, time, warnings
 from pathlib import Path
 from typing import Iterator
 import numpy as np, pandas as pd
@@ -13,7 +13,7 @@ from fastcore.basics import patch
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from tqdm import tqdm
-from .config import atomic_path, load_params, tracking_uri
+from .config import atomic_path, load_params, sigterm_as_interrupt, tracking_uri
 from .data import DataError
 from .evaluate import predict_frame
 from .schema import SchemaError, validate_frame
@@ -21,7 +21,7 @@ from .tracking import LoadedModel, load_model, setup_tracking
 
 # %% auto #0
 __all__ = ['table_format', 'batch_columns', 'progress_total', 'iter_chunks', 'ChunkWriter', 'prediction_columns', 'score_chunk',
-           'BatchTally', 'sigterm_as_interrupt', 'predict_file']
+           'BatchTally', 'predict_file']
 
 # %% ../nbs/11_predict.ipynb #6d4a89f1
 def table_format(path: str|Path, what: str='input') -> str:
@@ -101,13 +101,9 @@ class ChunkWriter:
         if self._w is not None: self._w.close()
 
 # %% ../nbs/11_predict.ipynb #9a44f701
-def _classes(lm: LoadedModel) -> list:
-    "The class labels of a classifier (sklearn's order; `classes_[1]` is the positive class of a binary model)."
-    return [c.item() if hasattr(c, 'item') else c for c in getattr(lm.model, 'classes_', [])]
-
 def prediction_columns(lm: LoadedModel) -> list[str]:
     "The columns the model adds to each row."
-    return ['prediction'] if lm.schema.task == 'regression' else ['prediction', *[f'proba_{c}' for c in _classes(lm)], 'probability']
+    return ['prediction'] if lm.schema.task == 'regression' else ['prediction', *[f'proba_{c}' for c in lm.classes], 'probability']
 
 def score_chunk(df: pd.DataFrame, # a chunk of the batch
                 lm: LoadedModel, # the model with its schema
@@ -130,7 +126,7 @@ class BatchTally:
     "Running counts of a batch: rows, problems and predictions."
     def __init__(self, lm: LoadedModel):
         self.lm, self.rows_in, self.rows_scored, self.rows_rejected = lm, 0, 0, 0
-        self.classes_ = _classes(lm)
+        self.classes_ = lm.classes
         self.reasons, self.counts, self.s = {}, {}, dict(n=0, sum=0.0, sq=0.0, min=np.inf, max=-np.inf, proba=0.0)
 
     def add(self, scored: pd.DataFrame, r, n_rows: int):
@@ -170,18 +166,6 @@ def metrics(self: BatchTally) -> dict:
     m.update({f'pred_share_{_metric_key(c)}': self.counts.get(c, 0)/n for c in self.classes_})
     if len(self.classes_) == 2: m.update(positive_rate=self.counts.get(self.classes_[1], 0)/n, mean_probability=s['proba']/n)
     return m
-
-# %% ../nbs/11_predict.ipynb #e38d632b
-def _interrupt(signum, frame): raise KeyboardInterrupt(f'signal {signum}')
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    "Within the block, SIGTERM raises `KeyboardInterrupt`."
-    swap = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)
-    old = signal.signal(signal.SIGTERM, _interrupt) if swap else None
-    try: yield
-    finally:
-        if swap: signal.signal(signal.SIGTERM, old)
 
 # %% ../nbs/11_predict.ipynb #151ef71d
 def _start_batch_run(client: MlflowClient, exp_id: str, lm: LoadedModel, alias: str|None, src: Path, out: Path, on_invalid: str, chunk_size: int,

@@ -4,8 +4,7 @@
 
 # %% ../nbs/03_schema.ipynb #b39d4a29
 from __future__ import annotations
-import warnings
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np, pandas as pd, yaml
 import pandera.pandas as pa

@@ -10,23 +10,17 @@ import numpy as np, pandas as pd
 import requests
 from mlflow import MlflowClient
 from tqdm import tqdm
-from .config import load_params, outputs_dir, tracking_uri, write_table
+from .config import load_params, outputs_dir, sigterm_as_interrupt, tracking_uri, write_table
 from .data import read_table
-from .predict import sigterm_as_interrupt
 from .tracking import _version, setup_tracking
 
 # %% auto #0
-__all__ = ['ServerUnavailable', 'free_port', 'server_command', 'stop_process', 'wait_until_ready', 'serve_model',
-           'request_bodies', 'latency_summary', 'simulate']
+__all__ = ['ServerUnavailable', 'server_command', 'stop_process', 'wait_until_ready', 'serve_model', 'request_bodies',
+           'latency_summary', 'simulate']
 
 # %% ../nbs/11a_serve.ipynb #8bffc991
 class ServerUnavailable(ValueError):
     "No scoring server answers at a URL (or a port to serve on is taken)."
-
-def free_port(host: str='127.0.0.1') -> int:
-    "A TCP port nobody listens on right now."
-    with socket.socket() as s:
-        s.bind((host, 0)); return s.getsockname()[1]
 
 def _check_port(host: str, port: int):
     with socket.socket() as s:

@@ -4,15 +4,15 @@
 
 # %% ../nbs/08_tracking.ipynb #2afdfcf3
 from __future__ import annotations
-import json, os, tempfile, warnings
-from dataclasses import dataclass, field
+import tempfile, warnings
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd
 import mlflow, sklearn, scipy
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
-from .config import Params, UserError, higher_is_better, tracking_uri
+from .config import Params, UserError, higher_is_better
 from .schema import DataSchema
 
 # %% auto #0
@@ -144,7 +144,7 @@ class LoadedModel:
     def classes(self) -> list:
         "The class labels (classification), else []."
         c = getattr(self.model, 'classes_', None)
-        return [] if c is None else list(c)
+        return [] if c is None else [v.item() if hasattr(v, 'item') else v for v in c]
 
 # %% ../nbs/08_tracking.ipynb #f05f02bf
 def _version(client: MlflowClient, name: str, alias: str|None, version: str|int|None):

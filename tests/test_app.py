@@ -1,7 +1,7 @@
 "The dashboard's widgets (mlops_lib.app) driven programmatically against the smoke models trained by the real pipeline."
 import base64, json, time
 import numpy as np, pandas as pd, pytest
-from mlops_lib.app import Dashboard, dashboard_from_env, form_row, predict_one, score_batch_csv
+from mlops_lib.app import Dashboard, dashboard_from_env, form_row, score_batch_csv
 from mlops_lib.config import load_params
 
 
@@ -76,7 +76,7 @@ def test_batch_upload(clf_dash, smoke_model):
     df.loc[df.index[1], num] = 'lots'
     df.loc[df.index[3], cat] = 'Nonsense'
     msg = d.batch.upload(df.to_csv(index=False).encode(), 'new.csv')
-    assert msg == f'new.csv: scored 4 of 6 rows; 2 invalid row(s) left out (listed below)'
+    assert msg == 'new.csv: scored 4 of 6 rows; 2 invalid row(s) left out (listed below)'
     assert d.batch.rejects[['line', 'column']].values.tolist() == [[3, num], [5, cat]]
     assert d.batch.rejects.reason.iloc[0] == 'not a number'
     assert len(d.batch.scored) == 4 and {'prediction', 'probability'} <= set(d.batch.scored.columns)

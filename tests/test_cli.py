@@ -1,9 +1,9 @@
 "The `mlops` command: help, sample data, the MLflow UI, and one-line errors."
-import os, signal, socket, subprocess, time
-from pathlib import Path
+import os, signal, subprocess, time
 import pandas as pd
 import pytest, requests
 from conftest import BIN, ROOT, mlops
+from mlops_lib.config import free_port
 
 SUBCOMMANDS = ['data', 'run', 'status', 'ui', 'predict', 'dashboard', 'serve', 'simulate', 'monitor']
 
@@ -50,8 +50,7 @@ def test_user_errors_are_one_line(tmp_path, args, message):
 
 
 def test_ui_serves_the_store(tmp_path):
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    port = free_port()
     p = subprocess.Popen([str(BIN/'mlops'), 'ui', '--port', str(port)], cwd=ROOT, env={**os.environ, 'MLOPS_OUTPUTS': str(tmp_path)},
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:

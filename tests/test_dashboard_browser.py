@@ -6,7 +6,7 @@ import os, shutil, signal, subprocess, time, urllib.error, urllib.request
 from pathlib import Path
 import pytest
 from conftest import BIN, ROOT
-from mlops_lib.app import free_port
+from mlops_lib.config import free_port
 from mlops_lib.schema import DataSchema
 
 CHROMIUM = '/usr/bin/chromium'

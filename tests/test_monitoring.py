@@ -1,6 +1,5 @@
 "Drift monitoring against a real champion: detection, false-alarm rate, reports, MLflow runs and the retrain loop."
 import json
-from pathlib import Path
 import pytest, yaml
 import mlflow
 from mlflow import MlflowClient

@@ -1,10 +1,11 @@
 "The papermill pipeline end to end against real MLflow stores: tracking, registry, promotion gate, failures."
-import json, os, signal, socket, subprocess, sys, time
+import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, yaml
 import mlflow
 from mlflow import MlflowClient
 from conftest import BIN, ROOT, mlops, store_uri
+from mlops_lib.config import free_port
 
 STEP_NBS = ['10_ingest', '20_eda', '30_tune', '40_train']
 
@@ -141,11 +142,6 @@ def test_sigterm_marks_runs_killed(tmp_path):
     assert {r.info.status for r in c.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")} == {'KILLED'}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     "A real `mlflow server` process (SQLite backend, proxied artifacts) on a free loopback port."
@@ -177,7 +173,7 @@ def test_pipeline_against_a_real_mlflow_server(mlflow_server, tmp_path):
     mv = c.get_model_version_by_alias('smoke', 'champion')
     run = pipeline_runs(c, 'smoke')[0]
     assert run.info.status == 'FINISHED' and run.info.artifact_uri.startswith('mlflow-artifacts:')
-    local = mlflow.artifacts.download_artifacts(f'models:/smoke@champion', dst_path=str(tmp_path/'dl'))
+    local = mlflow.artifacts.download_artifacts('models:/smoke@champion', dst_path=str(tmp_path/'dl'))
     assert (Path(local)/'MLmodel').exists() and list(Path(local).rglob('schema.yaml'))
     s = json.loads(mlops('status', '--params', 'params/smoke.yaml', '--json', '--tracking-uri', mlflow_server, outputs=tmp_path/'out').stdout)
     assert s['champion']['version'] == str(mv.version)

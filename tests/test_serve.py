@@ -6,7 +6,8 @@ import requests
 from conftest import BIN, ROOT, mlops
 from mlops_lib.predict import predict_file
 from mlops_lib.samples import make_sample
-from mlops_lib.serve import free_port, stop_process, wait_until_ready
+from mlops_lib.config import free_port
+from mlops_lib.serve import stop_process, wait_until_ready
 
 SMOKE = ROOT/'params/smoke.yaml'
 
