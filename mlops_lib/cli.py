@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('data', help='write sample datasets (seeded generators with known ground truth)', description='Write a sample dataset, or all of them.')
     p.add_argument('--name', help='sample name (car_purchase, customer_experience, restaurant_orders, transactions, attrition)')
     p.add_argument('--rows', type=int, default=None, help="rows to generate (default: the sample's own)")
-    p.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+    p.add_argument('--seed', type=int, default=42, help='random seed (default 42, the params default: `make data` writes the rows `mlops run` would generate)')
     p.add_argument('--out', help='output file, .csv or .parquet (default data/<name>.csv)')
     p.add_argument('--out-dir', help='with --all: output folder (default data/)')
     p.add_argument('--all', action='store_true', help='write every sample at its default size')
