@@ -8,11 +8,23 @@ BIN = Path(sys.executable).parent
 os.environ.pop('MLFLOW_TRACKING_URI', None)   # a developer's own store must not leak into the tests
 
 
+def mlops_env(outputs, **extra) -> dict:
+    "The environment for a process of ours: MLOPS_OUTPUTS set, no inherited MLFLOW_TRACKING_URI (mlflow.set_tracking_uri exports it)."
+    e = {k: v for k, v in os.environ.items() if k != 'MLFLOW_TRACKING_URI'}
+    return {**e, 'MLOPS_OUTPUTS': str(outputs), **extra}
+
+
+@pytest.fixture(autouse=True)
+def _no_tracking_uri_leak():
+    "A test that called mlflow.set_tracking_uri must not point the next test's subprocesses at its store."
+    os.environ.pop('MLFLOW_TRACKING_URI', None)
+    yield
+    os.environ.pop('MLFLOW_TRACKING_URI', None)
+
+
 def mlops(*args, outputs, check=True, timeout=900, env=None, **kw) -> subprocess.CompletedProcess:
     "Run the `mlops` console script with MLOPS_OUTPUTS pointing at `outputs`; return the completed process."
-    e = {**os.environ, 'MLOPS_OUTPUTS': str(outputs), **(env or {})}
-    e.pop('MLFLOW_TRACKING_URI', None) if not (env and 'MLFLOW_TRACKING_URI' in env) else None
-    p = subprocess.run([str(BIN/'mlops'), *map(str, args)], cwd=ROOT, env=e, capture_output=True, text=True, timeout=timeout, **kw)
+    p = subprocess.run([str(BIN/'mlops'), *map(str, args)], cwd=ROOT, env=mlops_env(outputs, **(env or {})), capture_output=True, text=True, timeout=timeout, **kw)
     if check and p.returncode != 0: raise AssertionError(f"mlops {' '.join(map(str, args))} exited {p.returncode}\nstdout:\n{p.stdout[-4000:]}\nstderr:\n{p.stderr[-4000:]}")
     return p
 

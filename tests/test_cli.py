@@ -2,7 +2,7 @@
 import os, signal, subprocess, time
 import pandas as pd
 import pytest, requests
-from conftest import BIN, ROOT, mlops
+from conftest import BIN, ROOT, mlops, mlops_env
 from mlops_lib.config import free_port
 
 SUBCOMMANDS = ['data', 'run', 'status', 'ui', 'predict', 'dashboard', 'serve', 'simulate', 'monitor']
@@ -51,7 +51,7 @@ def test_user_errors_are_one_line(tmp_path, args, message):
 
 def test_ui_serves_the_store(tmp_path):
     port = free_port()
-    p = subprocess.Popen([str(BIN/'mlops'), 'ui', '--port', str(port)], cwd=ROOT, env={**os.environ, 'MLOPS_OUTPUTS': str(tmp_path)},
+    p = subprocess.Popen([str(BIN/'mlops'), 'ui', '--port', str(port)], cwd=ROOT, env=mlops_env(tmp_path),
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
         assert f'http://127.0.0.1:{port}' in p.stdout.readline()
@@ -61,6 +61,8 @@ def test_ui_serves_the_store(tmp_path):
                 if requests.get(f'http://127.0.0.1:{port}/health', timeout=2).ok: break
             except requests.RequestException: time.sleep(0.5)
         assert requests.get(f'http://127.0.0.1:{port}/', timeout=5).status_code == 200
-        assert (tmp_path/'mlflow'/'mlflow.db').exists()
+        r = requests.get(f'http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search', params={'max_results': 5}, timeout=30)
+        assert r.ok and [e['name'] for e in r.json()['experiments']] == ['Default']
+        assert (tmp_path/'mlflow'/'mlflow.db').exists(), 'the UI must serve the embedded store under MLOPS_OUTPUTS'
     finally:
         os.killpg(p.pid, signal.SIGTERM); p.wait(timeout=30)

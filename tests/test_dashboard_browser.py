@@ -5,7 +5,7 @@ Needs /usr/bin/chromium (`make browser`); Playwright never downloads a browser h
 import os, shutil, signal, subprocess, time, urllib.error, urllib.request
 from pathlib import Path
 import pytest
-from conftest import BIN, ROOT
+from conftest import BIN, ROOT, mlops_env
 from mlops_lib.config import free_port
 from mlops_lib.schema import DataSchema
 
@@ -17,8 +17,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason='needs Debi
 
 def start_dashboard(outputs: Path, log: Path, params: str='params/smoke.yaml', timeout: float=90) -> tuple[subprocess.Popen, str]:
     "Start `mlops dashboard` in its own process group; return the process and the URL it printed."
-    env = {**os.environ, 'MLOPS_OUTPUTS': str(outputs)}
-    env.pop('MLFLOW_TRACKING_URI', None)
+    env = mlops_env(outputs)
     port = free_port()
     with open(log, 'w') as f:
         proc = subprocess.Popen([str(BIN/'mlops'), 'dashboard', '--params', params, '--port', str(port)], cwd=ROOT, env=env,

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest, yaml
 import mlflow
 from mlflow import MlflowClient
-from conftest import BIN, ROOT, mlops, store_uri
+from conftest import BIN, ROOT, mlops, mlops_env, store_uri
 from mlops_lib.config import free_port
 
 STEP_NBS = ['10_ingest', '20_eda', '30_tune', '40_train']
@@ -127,7 +127,7 @@ def test_status_reports_champion(smoke_model):
 
 
 def test_sigterm_marks_runs_killed(tmp_path):
-    env = {**os.environ, 'MLOPS_OUTPUTS': str(tmp_path)}
+    env = mlops_env(tmp_path)
     p = subprocess.Popen([str(BIN/'mlops'), 'run', '--params', 'params/smoke.yaml', '--quiet', '--run-name', 'killed'], cwd=ROOT, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.time() + 120

@@ -1,9 +1,9 @@
 "Batch scoring (`mlops predict` and `mlops_lib.predict.predict_file`) with the session's smoke models."
-import os, signal, subprocess, time
+import signal, subprocess, time
 import mlflow
 import pandas as pd
 import pytest
-from conftest import BIN, ROOT, mlops
+from conftest import BIN, ROOT, mlops, mlops_env
 from mlops_lib.predict import predict_file
 from mlops_lib.samples import make_sample
 from mlops_lib.schema import SchemaError
@@ -109,7 +109,7 @@ def test_interrupted_leaves_no_output(smoke_model, batches, tmp_path, sig):
     big = batches['dir']/'big.csv'
     if not big.exists(): make_sample('car_purchase', rows=300_000, seed=3)[0].to_csv(big, index=False)
     out = tmp_path/'out'/'pred.csv'
-    env = {**os.environ, 'MLOPS_OUTPUTS': str(smoke_model['outputs'])}
+    env = mlops_env(smoke_model['outputs'])
     p = subprocess.Popen([str(BIN/'mlops'), 'predict', '--params', str(SMOKE), '--input', str(big), '--output', str(out), '--chunk-size', '2000', '--quiet'],
                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

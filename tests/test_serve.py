@@ -1,9 +1,9 @@
 "REST serving: `mlops serve` (MLflow's scoring server) answered over real HTTP on loopback, and `mlops simulate` against it."
-import json, os, subprocess
+import json, subprocess
 import pandas as pd
 import pytest
 import requests
-from conftest import BIN, ROOT, mlops
+from conftest import BIN, ROOT, mlops, mlops_env
 from mlops_lib.predict import predict_file
 from mlops_lib.samples import make_sample
 from mlops_lib.config import free_port
@@ -16,8 +16,7 @@ SMOKE = ROOT/'params/smoke.yaml'
 def server(smoke_model):
     "`mlops serve` for the smoke champion on a free loopback port; its process group is stopped at the end."
     port = free_port()
-    env = {**os.environ, 'MLOPS_OUTPUTS': str(smoke_model['outputs'])}
-    env.pop('MLFLOW_TRACKING_URI', None)
+    env = mlops_env(smoke_model['outputs'])
     p = subprocess.Popen([str(BIN/'mlops'), 'serve', '--params', str(SMOKE), '--port', str(port)], cwd=ROOT, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     url = f'http://127.0.0.1:{port}'
