@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 # %% auto #0
 __all__ = ['ENV_PARAMS', 'ENV_UPLOAD_MB', 'default_value', 'form_spec', 'check_value', 'check_form', 'form_row', 'FormError',
            'predict_one', 'show_figure', 'result_figure', 'PredictionForm', 'partial_dependence_row', 'score_batch_csv',
-           'table_html', 'download_link', 'message_html', 'model_card_html', 'drift_html', 'PredictPanel',
+           'table_html', 'download_link', 'message_html', 'model_card_html', 'monitoring_html', 'PredictPanel',
            'result_text', 'BatchPanel', 'ExplainPanel', 'no_model_html', 'Dashboard', 'dashboard_from_env',
            'voila_command', 'dashboard_env', 'serve_dashboard']
 
@@ -259,7 +259,7 @@ def model_card_html(lm: LoadedModel, params_file: str|None=None) -> str:
     return f'<div class="mlops-card"><table>{head}</table><h4>Test metrics</h4><table class="mlops-metrics">{metrics or "<tr><td>none logged</td></tr>"}</table></div>'
 
 # %% ../nbs/12_app.ipynb #ab58e02b
-def drift_html(path: Path|None=None) -> str:
+def monitoring_html(path: Path|None=None) -> str:
     "The latest drift report's summary, or how to make one."
     path = Path(path or outputs_dir()/'monitor'/'latest.json')
     if not path.is_file(): return message_html('No drift report yet: run mlops monitor --params <params file> --batch <new data CSV>')
@@ -401,7 +401,7 @@ def _use(self: Dashboard, lm: LoadedModel|None) -> Dashboard:
     self.card = widgets.HTML(model_card_html(lm, self.params_file))
     self.version = widgets.Dropdown(options=_version_options(self.versions, lm), value=lm.version, description='Use version')
     self.version.observe(lambda ch: self.select_version(ch['new']), 'value')
-    self.monitor = widgets.HTML(drift_html())
+    self.monitor = widgets.HTML(monitoring_html())
     self.tabs.children = [self.predict.widget, self.batch.widget, self.explain.widget, widgets.VBox([self.version, self.card]), self.monitor]
     for i, t in enumerate(['Predict', 'Batch', 'Explain', 'Model', 'Monitoring']): self.tabs.set_title(i, t)
     return self
