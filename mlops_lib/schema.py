@@ -47,7 +47,7 @@ def infer_column(s: pd.Series, # a training column
     lo, hi = float(s.min()), float(s.max())
     pad = margin * (hi - lo) if hi > lo else max(abs(lo) * margin, 1.0)
     dtype = 'int64' if pd.api.types.is_integer_dtype(s) else 'float64'
-    low = max(lo - pad, 0.0) if lo >= 0 else lo - pad  # a column never negative in training (counts, prices, ages) stays >= 0
+    low = max(lo - pad, 0.0) if lo >= 0 and dtype == 'int64' else lo - pad  # an integer column never negative in training (counts, ages) stays >= 0
     return ColumnSpec(s.name, 'numeric', dtype, nullable, min=low, max=hi + pad, median=float(s.median()))
 
 # %% ../nbs/03_schema.ipynb #3995f4af
