@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from tqdm import tqdm
 from .config import load_params, outputs_dir, sigterm_as_interrupt, tracking_uri, write_table
 from .data import read_table
-from .tracking import _version, setup_tracking
+from .tracking import registered_version, setup_tracking
 
 # %% auto #0
 __all__ = ['ServerUnavailable', 'server_command', 'stop_process', 'wait_until_ready', 'serve_model', 'request_bodies',
@@ -38,7 +38,7 @@ def server_command(params_file: str|Path, # the project params (its `name` is th
     P = load_params(params_file)
     uri = uri or tracking_uri(P)
     setup_tracking(uri)
-    mv = _version(MlflowClient(), P.name, alias if version is None else None, version)
+    mv = registered_version(MlflowClient(), P.name, alias if version is None else None, version)
     cmd = [sys.executable, '-m', 'mlflow', 'models', 'serve', '-m', f'models:/{P.name}/{mv.version}', '--env-manager', 'local', '-h', host, '-p', str(port)]
     env = {**os.environ, 'MLFLOW_TRACKING_URI': uri, 'PATH': f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     return cmd, env, f"{P.name} v{mv.version}" + (f" ({alias})" if version is None and alias else '')

@@ -17,7 +17,7 @@ from .schema import DataSchema
 
 # %% auto #0
 __all__ = ['setup_tracking', 'pip_requirements', 'signature_frame', 'log_model', 'Decision', 'promotion_gate', 'record_decision',
-           'NoModelError', 'LoadedModel', 'load_model', 'champion_score', 'model_versions']
+           'NoModelError', 'LoadedModel', 'registered_version', 'load_model', 'champion_score', 'model_versions']
 
 # %% ../nbs/08_tracking.ipynb #d2046b57
 def _sqlite_path(uri: str) -> Path|None:
@@ -147,7 +147,8 @@ class LoadedModel:
         return [] if c is None else [v.item() if hasattr(v, 'item') else v for v in c]
 
 # %% ../nbs/08_tracking.ipynb #f05f02bf
-def _version(client: MlflowClient, name: str, alias: str|None, version: str|int|None):
+def registered_version(client: MlflowClient, name: str, alias: str|None, version: str|int|None):
+    "The registry entry of a model by version number, else by alias; `NoModelError` when there is none."
     try:
         if version is not None: return client.get_model_version(name, str(version))
         return client.get_model_version_by_alias(name, alias or 'champion')
@@ -163,7 +164,7 @@ def load_model(name: str, # the registered model name (the params' `name`)
     "Load a registered model version with its schema, importance and test metrics."
     if uri: setup_tracking(uri)
     client = MlflowClient()
-    mv = _version(client, name, alias, version)
+    mv = registered_version(client, name, alias, version)
     local = Path(mlflow.artifacts.download_artifacts(f'models:/{name}/{mv.version}'))
     model = mlflow.sklearn.load_model(str(local))
     schema = DataSchema.from_yaml((local/'extra_files'/'schema.yaml') if (local/'extra_files'/'schema.yaml').exists() else next(local.rglob('schema.yaml')))
