@@ -293,7 +293,7 @@ def model_outputs(model, X: pd.DataFrame, task: str) -> pd.Series:
     return pd.Series(model.predict(X), index=X.index, name='prediction').astype(str)
 
 # %% ../nbs/10_monitor.ipynb #5adcb38f
-def _retrain(P, params_file: str, ref_all: pd.DataFrame, labelled: pd.DataFrame, out: Path, uri: str) -> dict:
+def _retrain(P, labelled: pd.DataFrame, out: Path, uri: str) -> dict:
     "Run the pipeline on the project's data plus the labelled batch rows; return the train step's record."
     from mlops_lib.config import write_table
     from mlops_lib.data import load_dataset
@@ -332,11 +332,10 @@ def monitor_batch(params_file: str, # the project's params
     ref_pred, cur_pred = model_outputs(lm.model, ref[S.feature_names], P.task), model_outputs(lm.model, ok[S.feature_names], P.task)
     rep['prediction'] = prediction_drift(ref_pred, cur_pred, None, P.monitor) if len(ok) else None
     live = None
-    if P.target in cur.columns and len(ok):
+    lab = ok.join(cur[[P.target]]).dropna(subset=[P.target]) if P.target in cur.columns else ok.iloc[:0]  # valid rows with a label
+    if len(lab) and (P.task == 'regression' or lab[P.target].nunique() > 1):
         from mlops_lib.evaluate import score_model
-        lab = ok.join(cur[[P.target]]).dropna(subset=[P.target])
-        if len(lab) and (P.task == 'regression' or lab[P.target].nunique() > 1):
-            live = score_model(lm.model, lab[S.feature_names], lab[P.target], P.task)[P.promotion.metric]
+        live = score_model(lm.model, lab[S.feature_names], lab[P.target], P.task)[P.promotion.metric]
     figs = drift_figures(rep, ref, cur, ref_pred=ref_pred, cur_pred=cur_pred)
     out = Path(out_dir) if out_dir else outputs_dir()/'monitor'/f"{P.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
@@ -358,7 +357,7 @@ def monitor_batch(params_file: str, # the project's params
         if retrain and s['dataset_drift']:
             if P.target not in cur.columns: summary['retrain'] = f"drift found but {current} has no '{P.target}' column: cannot retrain"
             else:
-                rec = _retrain(P, params_file, ref, ok.join(cur[[P.target]]).dropna(subset=[P.target]), out, uri)
+                rec = _retrain(P, lab, out, uri)
                 summary['retrain'] = rec.get('decision', '')
                 mlflow.set_tag('retrain', summary['retrain'])
     for p in (out/'summary.json', outputs_dir()/'monitor'/'latest.json'):

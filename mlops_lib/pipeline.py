@@ -125,7 +125,7 @@ class RunResult:
         return '\n'.join([fmt(head), fmt(['-' * x for x in w]), *map(fmt, rows)])
 
 # %% ../nbs/09_pipeline.ipynb #cba0e9b1
-def _key(step: str, rec: dict) -> tuple[str, str]:
+def _key(rec: dict) -> tuple[str, str]:
     "The summary's key metric and decision from a step's record."
     k = rec.get('key_metric')
     v = rec.get(k) if k else None
@@ -184,7 +184,7 @@ def run_pipeline(params_file: str|Path, # the params YAML
                 client.log_artifact(child, str(out_nb), 'notebook')
                 if client.get_run(child).info.status == 'RUNNING': client.set_terminated(child, 'FINISHED')
                 rec = json.loads((run_dir/'steps'/f'{step}.json').read_text()) if (run_dir/'steps'/f'{step}.json').exists() else {}
-                key, decision = _key(step, rec)
+                key, decision = _key(rec)
                 result.steps.append({**rec, 'step': nb, 'seconds': round(secs, 2), 'key': key, 'decision': decision, 'run_id': child})
                 child = None
             summary = dict(run_name=run_name, parent_run_id=pid, params_file=str(params_file), tracking_uri=uri, steps=result.steps)
