@@ -262,13 +262,16 @@ def model_card_html(lm: LoadedModel, params_file: str|None=None) -> str:
 def monitoring_html(path: Path|None=None) -> str:
     "The latest drift report's summary, or how to make one."
     path = Path(path or outputs_dir()/'monitor'/'latest.json')
-    if not path.is_file(): return message_html('No drift report yet: run mlops monitor --params <params file> --batch <new data CSV>')
+    if not path.is_file(): return message_html('No drift report yet: run mlops monitor --params <params file> --current <new data CSV>')
     try: d = json.loads(path.read_text()); s = d['summary']
     except (ValueError, KeyError) as ex: return message_html(f'{path.name}: not a drift report ({ex})', 'error')
     verdict = ('warn', 'Dataset drift detected') if s.get('dataset_drift') else ('ok', 'No dataset drift')
     feats = ', '.join(map(str, s.get('drifted_features', [])[:20])) or 'none'
+    facts = [f"batch {html.escape(Path(str(d.get('current', '?'))).name)}: {d.get('rows_valid', '?')} of {d.get('rows', '?')} rows pass the model's schema"]
+    if p := d.get('prediction'): facts.append(f"prediction drift: {'yes' if p.get('drifted') else 'no'} ({html.escape(str(p.get('test', '')))})")
+    if d.get('live_metric') is not None: facts.append(f"live {html.escape(str(d.get('metric')))} {d['live_metric']:.4g} vs test {d.get('test_metric') or float('nan'):.4g}")
     return (message_html(f"{verdict[1]}: {s.get('n_drifted')} of {s.get('n_features')} features drifted ({s.get('share_drifted', 0):.0%}); report created {d.get('created', '?')}", verdict[0])
-            + f"<p>Drifted features: {html.escape(feats)}</p><p style='color:#777'>Full report: {html.escape(str(d.get('report_path', '')))}</p>")
+            + f"<p>Drifted features: {html.escape(feats)}</p><p>{'; '.join(facts)}</p><p style='color:#777'>Full report: {html.escape(str(d.get('report_path', '')))}</p>")
 
 # %% ../nbs/12_app.ipynb #4366fb1e
 class PredictPanel:

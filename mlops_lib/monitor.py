@@ -328,9 +328,10 @@ def monitor_batch(params_file: str, # the project's params
     ref, cur = reference_data(lm), read_table(current)
     S = lm.schema
     rep = drift_report(ref, cur, S.numeric, S.categorical, P.monitor, target=P.target, task=P.task, source=str(current))
-    ok = validate_frame(cur, S, source=str(current)).valid
-    ref_pred, cur_pred = model_outputs(lm.model, ref[S.feature_names], P.task), model_outputs(lm.model, ok[S.feature_names], P.task)
-    rep['prediction'] = prediction_drift(ref_pred, cur_pred, None, P.monitor) if len(ok) else None
+    ok = validate_frame(cur, S, source=str(current)).valid  # the rows the model can score (in range, known categories)
+    ref_pred = model_outputs(lm.model, ref[S.feature_names], P.task)
+    cur_pred = model_outputs(lm.model, ok[S.feature_names], P.task) if len(ok) else None
+    rep['prediction'] = prediction_drift(ref_pred, cur_pred, None, P.monitor) if cur_pred is not None else None
     live = None
     lab = ok.join(cur[[P.target]]).dropna(subset=[P.target]) if P.target in cur.columns else ok.iloc[:0]  # valid rows with a label
     if len(lab) and (P.task == 'regression' or lab[P.target].nunique() > 1):
@@ -366,5 +367,8 @@ def monitor_batch(params_file: str, # the project's params
     pd_ = f"; prediction drift: {'yes' if rep['prediction'] and rep['prediction']['drifted'] else 'no'}"
     lv = f"; live {P.promotion.metric} {live:.4g} vs test {lm.metrics.get(P.promotion.metric, float('nan')):.4g}" if live is not None else ''
     rt = f"; retrain: {summary['retrain']}" if summary.get('retrain') else ''
-    summary['message'] = f"{P.name} v{lm.version} vs {Path(current).name}: {verdict}{pd_}{lv}{rt}. Report: {out/'drift.html'}"
+    bad = len(cur) - len(ok)
+    iv = ('' if not bad else f"; none of the {len(cur)} rows passes the model's schema (ranges, categories), so no prediction drift or live metric" if not len(ok)
+          else f"; {bad} of {len(cur)} rows fail the model's schema and are left out of prediction drift and the live metric")
+    summary['message'] = f"{P.name} v{lm.version} vs {Path(current).name}: {verdict}{pd_ if cur_pred is not None else ''}{lv}{iv}{rt}. Report: {out/'drift.html'}"
     return {**summary, 'report': rep, 'figures': figs}

@@ -8,7 +8,7 @@ import contextlib, re, time, warnings
 from pathlib import Path
 from typing import Iterator
 import numpy as np, pandas as pd
-import pyarrow as pa, pyarrow.parquet as pq
+import pyarrow as pa, pyarrow.csv as pa_csv, pyarrow.parquet as pq
 from fastcore.basics import patch
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
@@ -56,7 +56,9 @@ def iter_chunks(path: str|Path, # a CSV or Parquet batch
     p, start = Path(path), 0
     try:
         if table_format(p) == 'parquet':
-            for b in pq.ParquetFile(p).iter_batches(batch_size=chunk_size):
+            # pre_buffer=False: with pyarrow's default (True) iter_batches keeps every row group it has read cached,
+            # so memory grew by about 110 MB per 100,000-row chunk of 200 features and held the whole file at the end
+            for b in pq.ParquetFile(p, pre_buffer=False).iter_batches(batch_size=chunk_size):
                 df = b.to_pandas(); df.index = pd.RangeIndex(start, start + len(df)); start += len(df)
                 yield df, start
             return
@@ -81,6 +83,14 @@ def _conform(t: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=schema)
 
 # %% ../nbs/11_predict.ipynb #827b89ff
+def _csv_table(df: pd.DataFrame) -> pa.Table|None:
+    "`df` as an Arrow table when Arrow writes all its columns as pandas would read them back, else None."
+    if any(pd.api.types.is_datetime64_any_dtype(t) or pd.api.types.is_timedelta64_dtype(t) or isinstance(t, pd.PeriodDtype) for t in df.dtypes): return None
+    try: t = pa.Table.from_pandas(df, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError): return None
+    simple = lambda ty: pa.types.is_integer(ty) or pa.types.is_floating(ty) or pa.types.is_boolean(ty) or pa.types.is_string(ty) or pa.types.is_large_string(ty) or pa.types.is_null(ty)
+    return t if all(simple(f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in t.schema) else None
+
 class ChunkWriter:
     "Append DataFrame chunks to `tmp` as CSV or Parquet (the format of `final`)."
     def __init__(self, tmp: Path, final: Path): self.tmp, self.fmt, self.rows, self._w = Path(tmp), table_format(final, 'output'), 0, None
@@ -89,11 +99,16 @@ class ChunkWriter:
         "Append `df` (an empty chunk is skipped unless `empty`: then it writes the header/schema only)."
         if not len(df) and not empty: return
         if self.fmt == 'csv':
-            if self._w is None: self._w = open(self.tmp, 'w', newline='')
-            df.to_csv(self._w, header=self.rows == 0 and self._w.tell() == 0, index=False)
+            if self._w is None: self._w = open(self.tmp, 'wb')
+            if self._w.tell() == 0: self._w.write(df.iloc[:0].to_csv(index=False, lineterminator='\n').encode())
+            t = _csv_table(df) if len(df) else None
+            if t is not None: pa_csv.write_csv(t, self._w, pa_csv.WriteOptions(include_header=False, quoting_style='needed'))
+            elif len(df): self._w.write(df.to_csv(header=False, index=False, lineterminator='\n').encode())
         else:
             t = pa.Table.from_pandas(df, preserve_index=False)
-            if self._w is None: self._w = pq.ParquetWriter(self.tmp, _first_schema(t))
+            if self._w is None:
+                s = _first_schema(t)
+                self._w = pq.ParquetWriter(self.tmp, s, use_dictionary=[f.name for f in s if not pa.types.is_floating(f.type)])
             self._w.write_table(_conform(t, self._w.schema))
         self.rows += len(df)
 

@@ -15,8 +15,8 @@ from .data import read_table
 from .tracking import registered_version, setup_tracking
 
 # %% auto #0
-__all__ = ['ServerUnavailable', 'server_command', 'stop_process', 'wait_until_ready', 'serve_model', 'request_bodies',
-           'latency_summary', 'simulate']
+__all__ = ['ServerUnavailable', 'server_command', 'stop_process', 'wait_until_ready', 'run_peak_rss', 'serve_model',
+           'request_bodies', 'latency_summary', 'simulate']
 
 # %% ../nbs/11a_serve.ipynb #8bffc991
 class ServerUnavailable(ValueError):
@@ -67,6 +67,33 @@ def wait_until_ready(url: str, # the server's base URL
         except requests.RequestException: pass
         time.sleep(0.25)
     raise ServerUnavailable(f"{url}: no answer on /ping after {timeout:g} s")
+
+# %% ../nbs/11a_serve.ipynb #ec794489
+def _hwm_mb(pid: int) -> float:
+    "The peak resident memory (`VmHWM`) of a running process in MB; 0 once it has exited."
+    try:
+        with open(f'/proc/{pid}/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'): return int(line.split()[1])/1024
+    except (FileNotFoundError, ProcessLookupError): pass
+    return 0.0
+
+def run_peak_rss(cmd: list, # the command and its arguments
+                 timeout: float=900, # seconds before it is killed
+                 interval: float=0.02, # seconds between samples
+                 **kw, # passed on to `subprocess.Popen` (cwd, env, ...)
+                ) -> tuple[subprocess.CompletedProcess, float]:
+    "Run `cmd`, capturing its output as text; return it with the command's peak resident memory in MB (NaN without `/proc`)."
+    import tempfile
+    if not Path('/proc/self/status').exists(): p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw); return p, float('nan')
+    with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile('w+') as err:
+        proc, peak, t0 = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, **kw), 0.0, time.monotonic()
+        while proc.poll() is None:
+            peak = max(peak, _hwm_mb(proc.pid))
+            if time.monotonic() - t0 > timeout: proc.kill(); proc.wait(); raise subprocess.TimeoutExpired(cmd, timeout)
+            time.sleep(interval)
+        out.seek(0); err.seek(0)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read()), peak
 
 # %% ../nbs/11a_serve.ipynb #ca29b688
 def serve_model(params_file: str|Path, # the project params

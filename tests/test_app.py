@@ -56,17 +56,17 @@ def test_prediction_is_fast(clf_dash):
     assert np.median(t) < 0.5, t   # includes the partial-dependence refresh and both figures
 
 
-def test_model_card_and_monitoring(clf_dash, in_outputs):
+def test_model_card_and_monitoring(clf_dash, in_outputs, tmp_path, monkeypatch):
     d = clf_dash
     assert 'smoke version 1 (champion)' in d.card.value and 'roc_auc' in d.card.value and d.lm.run_id in d.card.value
     assert [v for _, v in d.version.options] == ['1']
     assert [d.tabs.get_title(i) for i in range(5)] == ['Predict', 'Batch', 'Explain', 'Model', 'Monitoring']
-    assert 'No drift report yet' in d.monitor.value
-    (in_outputs/'monitor').mkdir(exist_ok=True)
-    (in_outputs/'monitor'/'latest.json').write_text(json.dumps({'created': 'now', 'report_path': 'r.html', 'summary': dict(
+    monkeypatch.setenv('MLOPS_OUTPUTS', str(tmp_path))  # the session outputs may hold test_monitoring's report
+    assert 'No drift report yet' in Dashboard(d.lm, d.params).monitor.value
+    (tmp_path/'monitor').mkdir()
+    (tmp_path/'monitor'/'latest.json').write_text(json.dumps({'created': 'now', 'report_path': 'r.html', 'summary': dict(
         share_drifted=0.5, n_drifted=1, n_features=2, dataset_drift=True, drifted_features=['Age'])}))
-    try: assert 'Dataset drift detected: 1 of 2 features drifted' in Dashboard(d.lm, d.params).monitor.value
-    finally: (in_outputs/'monitor'/'latest.json').unlink()
+    assert 'Dataset drift detected: 1 of 2 features drifted' in Dashboard(d.lm, d.params).monitor.value
 
 
 def test_batch_upload(clf_dash, smoke_model):

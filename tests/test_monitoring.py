@@ -15,6 +15,9 @@ def batches(tmp_path_factory):
     make_drifted('car_purchase', rows=400, seed=11)[0].to_csv(d/'drifted.csv', index=False)
     make_sample('car_purchase', rows=400, seed=12)[0].to_csv(d/'fresh.csv', index=False)
     make_sample('car_purchase', rows=400, seed=12)[0].drop(columns=['Age']).to_csv(d/'no_age.csv', index=False)
+    far = make_sample('car_purchase', rows=400, seed=13)[0]
+    far['AnnualSalary'] *= 20  # every salary beyond the schema's range: no row can be scored
+    far.to_csv(d/'far.csv', index=False)
     return d
 
 
@@ -53,6 +56,16 @@ def test_false_alarm_rate_over_20_seeds(smoke_model, in_outputs):
 def test_missing_column_is_a_one_line_error(smoke_model, batches):
     r = mlops('monitor', '--params', 'params/smoke.yaml', '--current', batches/'no_age.csv', outputs=smoke_model['outputs'], check=False)
     assert r.returncode == 2 and r.stderr.count('\n') == 1 and "'Age'" in r.stderr and 'no_age.csv' in r.stderr, r.stderr
+
+
+def test_batch_with_no_valid_row_still_gets_feature_drift(smoke_model, batches):
+    "Every row fails the model's schema: the feature drift report is still written; the message says why there is no prediction drift."
+    out = batches/'report-far'
+    r = mlops('monitor', '--params', 'params/smoke.yaml', '--current', batches/'far.csv', '--out-dir', out, outputs=smoke_model['outputs'])
+    assert "none of the 400 rows passes the model's schema" in r.stdout and 'prediction drift:' not in r.stdout, r.stdout
+    s = json.loads((out/'summary.json').read_text())
+    assert s['rows'] == 400 and s['rows_valid'] == 0 and s['prediction'] is None and s['live_metric'] is None
+    assert 'AnnualSalary' in s['summary']['drifted_features'] and (out/'drift.html').stat().st_size > 100_000
 
 
 def test_retrain_loop_end_to_end(tmp_path):
