@@ -364,11 +364,11 @@ def monitor_batch(params_file: str, # the project's params
     for p in (out/'summary.json', outputs_dir()/'monitor'/'latest.json'):
         with atomic_path(p) as tmp: tmp.write_text(json.dumps(summary, indent=1, default=str))
     verdict = f"DATASET DRIFT: {s['n_drifted']} of {s['n_features']} features drifted ({', '.join(s['drifted_features'][:6])})" if s['dataset_drift'] else f"no dataset drift ({s['n_drifted']} of {s['n_features']} features drifted)"
-    pd_ = f"; prediction drift: {'yes' if rep['prediction'] and rep['prediction']['drifted'] else 'no'}"
+    pd_ = f"; prediction drift: {'yes' if rep['prediction']['drifted'] else 'no'}" if rep['prediction'] else ''
     lv = f"; live {P.promotion.metric} {live:.4g} vs test {lm.metrics.get(P.promotion.metric, float('nan')):.4g}" if live is not None else ''
     rt = f"; retrain: {summary['retrain']}" if summary.get('retrain') else ''
     bad = len(cur) - len(ok)
     iv = ('' if not bad else f"; none of the {len(cur)} rows passes the model's schema (ranges, categories), so no prediction drift or live metric" if not len(ok)
           else f"; {bad} of {len(cur)} rows fail the model's schema and are left out of prediction drift and the live metric")
-    summary['message'] = f"{P.name} v{lm.version} vs {Path(current).name}: {verdict}{pd_ if cur_pred is not None else ''}{lv}{iv}{rt}. Report: {out/'drift.html'}"
+    summary['message'] = f"{P.name} v{lm.version} vs {Path(current).name}: {verdict}{pd_}{lv}{iv}{rt}. Report: {out/'drift.html'}"
     return {**summary, 'report': rep, 'figures': figs}
