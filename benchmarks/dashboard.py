@@ -23,11 +23,13 @@ def ensure_model(params: str, outputs: Path) -> None:
         subprocess.run([str(BIN/'mlops'), 'run', '--params', params, '--quiet'], cwd=ROOT, env=env, check=True, capture_output=True)
 
 
-def browser_figures(params: str, outputs: Path, clicks: int) -> dict:
-    "Start `mlops dashboard`, open it in chromium, time the form's arrival and `clicks` Predict round trips."
+def browser_figures(params: str, outputs: Path, clicks: int, pool: int|None=None, visitors: int=3, settle: float=15) -> dict:
+    """Start `mlops dashboard` (`pool` preheated kernels; 0: a kernel started per page, the old way), open it in chromium, time the form's
+    arrival for the first visitor, `clicks` Predict round trips, then `visitors` more visitors `settle` s apart (each a new page)."""
     from playwright.sync_api import sync_playwright
     from mlops_lib.config import free_port
     env = {**os.environ, 'MLOPS_OUTPUTS': str(outputs)}; env.pop('MLFLOW_TRACKING_URI', None)
+    if pool is not None: env['MLOPS_DASHBOARD_POOL'] = str(pool)
     port, log = free_port(), outputs/'bench_voila.log'
     t0 = time.perf_counter()
     with open(log, 'w') as f:
@@ -52,12 +54,23 @@ def browser_figures(params: str, outputs: Path, clicks: int) -> dict:
                 page.click('.mlops-predict')
                 page.wait_for_selector(f'.mlops-result [data-seq="{i}"]', timeout=30_000)
                 lat.append(time.perf_counter() - s)
+            page.close()
+            later = []
+            for _ in range(visitors):   # a visitor of a running dashboard: page request -> interactive form
+                time.sleep(settle)
+                page = b.new_page()
+                s = time.perf_counter()
+                page.goto(f'http://127.0.0.1:{port}/', timeout=180_000)
+                page.wait_for_selector('.mlops-predict', timeout=180_000)
+                later.append(time.perf_counter() - s)
+                page.close()
             b.close()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try: proc.wait(15)
         except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL)
-    return dict(listen=t_listen - t0, page=t_form - t_req, total=t_form - t0, click=statistics.median(lat), click_max=max(lat))
+    return dict(listen=t_listen - t0, page=t_form - t_req, total=t_form - t0, click=statistics.median(lat), click_max=max(lat),
+                second=statistics.median(later), second_max=max(later))
 
 
 def in_process_figures(params: str, outputs: Path, reps: int=200) -> dict:
@@ -87,12 +100,18 @@ def main(argv=None):
     ap.add_argument('--params', default='params/smoke.yaml')
     ap.add_argument('--outputs', default=os.environ.get('MLOPS_OUTPUTS') or '/tmp/mlops_bench_dashboard')
     ap.add_argument('--clicks', type=int, default=20)
+    ap.add_argument('--visitors', type=int, default=3)
     a = ap.parse_args(argv)
     outputs = Path(a.outputs).resolve(); outputs.mkdir(parents=True, exist_ok=True)
     ensure_model(a.params, outputs)
-    b = browser_figures(a.params, outputs, a.clicks)
+    old = browser_figures(a.params, outputs, a.clicks, pool=0, visitors=a.visitors)   # a kernel started per page view (the old way)
+    b = browser_figures(a.params, outputs, a.clicks, visitors=a.visitors)               # preheated kernels (voila/voila.py)
     m = in_process_figures(a.params, outputs)
-    rows = [('Voila start -> URL printed (server listening)', f"{b['listen']:.2f} s"),
+    rows = [(f'second visitor: page request -> interactive form, median of {a.visitors} (max), preheated', f"{b['second']:.2f} s ({b['second_max']:.2f} s)"),
+            (f'second visitor, a kernel started per page (MLOPS_DASHBOARD_POOL=0)', f"{old['second']:.2f} s ({old['second_max']:.2f} s)"),
+            ('ratio second visitor preheated / kernel per page', f"{b['second'] / old['second']:.2f}x"),
+            ('Voila start -> first interactive form, kernel per page', f"{old['total']:.2f} s"),
+            ('ratio start -> first form preheated / kernel per page', f"{b['total'] / old['total']:.2f}x"),('Voila start -> URL printed (server listening)', f"{b['listen']:.2f} s"),
             ('page request -> first interactive form (chromium)', f"{b['page']:.2f} s"),
             ('Voila start -> first interactive form', f"{b['total']:.2f} s"),
             (f'click Predict -> result shown, median of {a.clicks} (max)', f"{b['click']*1e3:.0f} ms ({b['click_max']*1e3:.0f} ms)"),

@@ -4,6 +4,7 @@
 
 # %% ../nbs/12_app.ipynb #8f3cc42f
 from __future__ import annotations
+from .config import UserError
 import base64, html, io, json, math, os, socket, subprocess, sys, time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,11 +17,13 @@ if TYPE_CHECKING:
     from mlops_lib.tracking import LoadedModel
 
 # %% auto #0
-__all__ = ['ENV_PARAMS', 'ENV_UPLOAD_MB', 'default_value', 'form_spec', 'check_value', 'check_form', 'form_row', 'FormError',
-           'predict_one', 'show_figure', 'result_figure', 'PredictionForm', 'partial_dependence_row', 'score_batch_csv',
-           'table_html', 'download_link', 'message_html', 'model_card_html', 'monitoring_html', 'PredictPanel',
-           'result_text', 'BatchPanel', 'ExplainPanel', 'no_model_html', 'Dashboard', 'dashboard_from_env',
-           'voila_command', 'dashboard_env', 'serve_dashboard']
+__all__ = ['ENV_PARAMS', 'ENV_UPLOAD_MB', 'ENV_POOL', 'default_value', 'hint', 'form_spec', 'check_value', 'note_value',
+           'check_form', 'form_notes', 'form_row', 'FormError', 'predict_one', 'show_figure', 'result_figure',
+           'PredictionForm', 'partial_dependence_row', 'score_batch_csv', 'table_html', 'download_link', 'message_html',
+           'model_card_html', 'monitoring_html', 'live_window', 'live_stats', 'live_drift', 'live_html', 'LivePanel',
+           'PredictPanel', 'result_text', 'flags_note', 'BatchPanel', 'ExplainPanel', 'no_model_html', 'Dashboard',
+           'dashboard_from_env', 'warm_dashboard', 'wait_for_visitor', 'voila_command', 'dashboard_env',
+           'serve_dashboard']
 
 # %% ../nbs/12_app.ipynb #df5e1d0e
 def _num(v: float) -> str:
@@ -33,6 +36,20 @@ def default_value(c: ColumnSpec):
     if c.kind == 'categorical': return c.mode if c.mode is not None else (c.categories or [None])[0]
     v = c.median if c.median is not None and not math.isnan(c.median) else (c.min + c.max) / 2
     return _num(round(v) if c.dtype == 'int64' else v)
+
+def _decimals(lo: float, hi: float) -> int:
+    "Decimals that show a range of this width with about three significant digits."
+    w = abs(hi - lo) or abs(hi) or 1.0
+    return int(min(6, max(0, 2 - math.floor(math.log10(w)))))
+
+def hint(c: ColumnSpec) -> str:
+    "The text beside a numeric field: the expected range (integers for an integer feature) and any declared bounds."
+    if c.kind != 'numeric' or c.min is None: return ''
+    if c.dtype == 'int64': lo, hi = f'{math.ceil(c.min):,}', f'{math.floor(c.max):,}'
+    else: d = _decimals(c.min, c.max); lo, hi = f'{c.min:,.{d}f}', f'{c.max:,.{d}f}'
+    k = c.constraints or {}
+    allowed = '' if k.get('min') is None and k.get('max') is None else f" (allowed {_num(k['min']) if k.get('min') is not None else '-inf'} to {_num(k['max']) if k.get('max') is not None else 'inf'})"
+    return f'typically {lo} to {hi}' + allowed
 
 # %% ../nbs/12_app.ipynb #2beda428
 def form_spec(schema: DataSchema, # the model's data schema
@@ -53,21 +70,38 @@ def form_spec(schema: DataSchema, # the model's data schema
 def _blank(v) -> bool: return v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and math.isnan(v))
 
 def check_value(v, c: ColumnSpec) -> str|None:
-    "Why `v` is not a valid value of column `c` (None when it is)."
-    if _blank(v): return None if c.nullable else 'required'
-    if c.kind == 'categorical': return None if v in c.categories else f"unknown category (expected one of {', '.join(map(str, c.categories[:8]))})"
+    "Why the contract refuses `v` as a value of column `c` (None when it accepts it)."
+    if _blank(v): return None
+    k = c.constraints or {}
+    if c.kind == 'categorical':
+        return None if k.get('categories') is None or v in k['categories'] else f"not allowed (declared categories: {', '.join(map(str, k['categories'][:8]))})"
     try: x = float(str(v).strip())
     except ValueError: return 'not a number'
     if not math.isfinite(x): return 'not a number'
-    if c.dtype == 'int64' and not x.is_integer(): return 'not a whole number'
-    if not c.min <= x <= c.max: return f'out of range [{c.min:g}, {c.max:g}]'
+    if k.get('min') is not None and x < k['min']: return f"below the allowed minimum {_num(k['min'])}"
+    if k.get('max') is not None and x > k['max']: return f"above the allowed maximum {_num(k['max'])}"
+    if k.get('categories') is not None and x not in k['categories']: return f"not allowed (declared values: {', '.join(map(str, k['categories'][:8]))})"
+    return None
+
+def note_value(v, c: ColumnSpec) -> str|None:
+    "Which expectation `v` breaks as a value of column `c` (None when none; the value is still scored)."
+    if _blank(v): return None if c.nullable else 'empty: the model fills in a typical value'
+    if c.kind == 'categorical': return None if v in c.categories else 'a category not seen in training'
+    try: x = float(str(v).strip())
+    except ValueError: return None
+    if c.min is not None and not c.min <= x <= c.max: return f"outside the expected range ({hint(c).removeprefix('typically ').split(' (')[0]}); the prediction is less certain"
+    if c.dtype == 'int64' and not x.is_integer(): return 'training had whole numbers only'
     return None
 
 def check_form(values: dict, # field name -> value as typed (numbers may be strings)
                schema: DataSchema,
               ) -> dict[str, str]:
-    "The problems of a form's values: field name -> message (empty when the form is valid)."
+    "The contract problems of a form's values: field name -> message (empty when Predict may run)."
     return {c.name: msg for c in schema.features if (msg := check_value(values.get(c.name), c))}
+
+def form_notes(values: dict, schema: DataSchema) -> dict[str, str]:
+    "The expectation breaks of a form's values: field name -> warning (they do not block Predict)."
+    return {c.name: msg for c in schema.features if (msg := note_value(values.get(c.name), c)) and not check_value(values.get(c.name), c)}
 
 # %% ../nbs/12_app.ipynb #81058087
 def form_row(values: dict, schema: DataSchema) -> pd.DataFrame:
@@ -80,7 +114,7 @@ def form_row(values: dict, schema: DataSchema) -> pd.DataFrame:
     return pd.DataFrame(row)
 
 # %% ../nbs/12_app.ipynb #3a90c4f3
-class FormError(ValueError):
+class FormError(UserError, ValueError):
     "A form that is not valid; `errors` maps field names to messages."
     def __init__(self, errors: dict):
         self.errors = errors
@@ -89,16 +123,21 @@ class FormError(ValueError):
 def predict_one(lm: LoadedModel, # the loaded model
                 values: dict, # field name -> value (missing fields take their defaults)
                ) -> dict:
-    "Predict one form: prediction, plus probability and per-class `proba` (classification) or `low`/`high`/`band` (regression)."
+    "Predict one form: prediction, `flags`, plus probability and per-class `proba` (classification) or `low`/`high`/`band` (regression)."
+    from mlops_lib.predict import score_chunk
     full = {c.name: values.get(c.name, default_value(c)) for c in lm.schema.features}
     if errs := check_form(full, lm.schema): raise FormError(errs)
-    X = form_row(full, lm.schema)
+    scored, r = score_chunk(form_row(full, lm.schema), lm, source='form')
+    if not len(scored): raise FormError({row.column: row.reason for row in r.errors.itertuples()})
+    row = scored.iloc[0]
+    flags = [f for f in str(row['_flags']).split(';') if f]
     if lm.schema.task == 'regression':
-        v, band = float(lm.model.predict(X)[0]), lm.metrics.get('rmse', lm.metrics.get('mae'))
-        return dict(prediction=v, band=band, low=None if band is None else v - band, high=None if band is None else v + band)
-    p = np.asarray(lm.model.predict_proba(X), dtype=float)[0]
-    classes = [c.item() if hasattr(c, 'item') else c for c in lm.model.classes_]
-    return dict(prediction=classes[int(p.argmax())], probability=float(p.max()), proba=dict(zip(classes, p.tolist())))
+        v, band = float(row['prediction']), lm.metrics.get('rmse', lm.metrics.get('mae'))
+        return dict(prediction=v, band=band, low=None if band is None else v - band, high=None if band is None else v + band, flags=flags)
+    classes = [c.item() if hasattr(c, 'item') else c for c in lm.classes]
+    p = [float(row[f'proba_{c}']) for c in classes]
+    pred = row['prediction']
+    return dict(prediction=pred.item() if hasattr(pred, 'item') else pred, probability=float(row['probability']), proba=dict(zip(classes, p)), flags=flags)
 
 # %% ../nbs/12_app.ipynb #10ab9427
 def show_figure(out: widgets.Output, fig: go.Figure|None) -> widgets.Output:
@@ -127,27 +166,27 @@ def result_figure(res: dict, # from `predict_one`
 # %% ../nbs/12_app.ipynb #74fd90ed
 def _css(name: str) -> str: return 'mlops-field-' + ''.join(ch if ch.isalnum() or ch in '-_' else '_' for ch in str(name))
 
-def _field(s: dict) -> tuple[widgets.Widget, widgets.HTML, widgets.HBox]:
-    "The input widget, its inline message and the row holding them with a label and the allowed range."
+def _field(s: dict, c: ColumnSpec) -> tuple[widgets.Widget, widgets.HTML, widgets.HTML, widgets.HBox]:
+    "The input widget, its inline error and warning, and the row holding them with a label and the expected range."
     if s['kind'] == 'categorical':
-        opts = [(str(c), c) for c in s['categories']] + ([('(missing)', None)] if s['nullable'] else [])
-        w, hint = widgets.Dropdown(options=opts, value=s['default'], layout=widgets.Layout(width='180px')), ''
+        opts = [(str(v), v) for v in s['categories']] + ([('(missing)', None)] if s['nullable'] else [])
+        w, text = widgets.Dropdown(options=opts, value=s['default'], layout=widgets.Layout(width='180px')), ''
     else:
         w = widgets.Text(value=s['default'], placeholder='(missing)' if s['nullable'] else '', layout=widgets.Layout(width='180px'))
-        hint = f"{s['min']:g} to {s['max']:g}"
-    err = widgets.HTML('', layout=widgets.Layout(min_width='160px'))
-    err.add_class('mlops-error')
+        text = hint(c)
+    err, warn = widgets.HTML('', layout=widgets.Layout(min_width='160px')), widgets.HTML('', layout=widgets.Layout(min_width='160px'))
+    err.add_class('mlops-error'); warn.add_class('mlops-warning')
     row = widgets.HBox([widgets.HTML(f'<b>{html.escape(str(s["name"]))}</b>', layout=widgets.Layout(width='150px', overflow='hidden')), w,
-                        widgets.HTML(f'<span style="color:#777">{hint}</span>', layout=widgets.Layout(width='150px')), err])
+                        widgets.HTML(f'<span style="color:#777">{html.escape(text)}</span>', layout=widgets.Layout(width='190px')), err, warn])
     row.add_class(_css(s['name']))
-    return w, err, row
+    return w, err, warn, row
 
 # %% ../nbs/12_app.ipynb #d2b24264
 class PredictionForm:
     "Input fields generated from a schema, with inline messages; `values()` reads them, `check()` validates them."
     def __init__(self, schema: DataSchema, importance: pd.DataFrame|None=None, top: int=12):
         self.schema, self.spec = schema, form_spec(schema, importance, top)
-        self.fields, self.errors = {}, {}
+        self.fields, self.errors, self.warnings = {}, {}, {}
         main = [self._add(s) for s in self.spec if s['primary']]
         self.more = [s for s in self.spec if not s['primary']]
         self.grid = widgets.VBox([], layout=widgets.Layout(max_height='420px', overflow='auto'))
@@ -157,8 +196,8 @@ class PredictionForm:
         self.widget = widgets.VBox(main + ([self.accordion] if self.more else []))
 
     def _add(self, s: dict) -> widgets.HBox:
-        w, err, row = _field(s)
-        self.fields[s['name']], self.errors[s['name']] = w, err
+        w, err, warn, row = _field(s, self.schema.column(s['name']))
+        self.fields[s['name']], self.errors[s['name']], self.warnings[s['name']] = w, err, warn
         w.observe(lambda ch, n=s['name']: self._mark(n), 'value')
         return row
 
@@ -172,14 +211,21 @@ def _values(self: PredictionForm) -> dict:
     return {s['name']: (self.fields[s['name']].value if s['name'] in self.fields else s['default']) for s in self.spec}
 
 def _mark(self: PredictionForm, name: str) -> str|None:
-    msg = check_value(self.fields[name].value, self.schema.column(name))
+    c, v = self.schema.column(name), self.fields[name].value
+    msg = check_value(v, c)
+    note = None if msg else note_value(v, c)
     self.errors[name].value = '' if msg is None else f'<span style="color:#c62828">&#9888; {html.escape(msg)}</span>'
+    self.warnings[name].value = '' if note is None else f'<span style="color:#b26a00">&#9888; {html.escape(note)}</span>'
     return msg
 
 def _check(self: PredictionForm) -> dict:
-    "Validate every field, update the inline messages; field -> message."
+    "Validate every field, update the inline messages; field -> error (the contract's; warnings do not count)."
     for n in self.fields: self._mark(n)
     return check_form(self.values(), self.schema)
+
+def _notes(self: PredictionForm) -> dict:
+    "Field -> warning for the values that break an expectation."
+    return form_notes(self.values(), self.schema)
 
 def _set(self: PredictionForm, **values) -> PredictionForm:
     "Set fields by name (opening 'More fields' when needed)."
@@ -187,7 +233,7 @@ def _set(self: PredictionForm, **values) -> PredictionForm:
     for n, v in values.items(): self.fields[n].value = v
     return self
 
-PredictionForm.values, PredictionForm._mark, PredictionForm.check, PredictionForm.set = _values, _mark, _check, _set
+PredictionForm.values, PredictionForm._mark, PredictionForm.check, PredictionForm.notes, PredictionForm.set = _values, _mark, _check, _notes, _set
 
 # %% ../nbs/12_app.ipynb #b081056a
 def partial_dependence_row(lm: LoadedModel, # the loaded model
@@ -217,17 +263,22 @@ def score_batch_csv(lm: LoadedModel, # the loaded model
                     max_mb: float=20, # refuse larger files
                     source: str='upload.csv', # the file name for messages
                    ) -> tuple[pd.DataFrame|None, pd.DataFrame|None, str]:
-    "(scored valid rows, rejected rows with line/column/value/reason, message); the frames are None when the file is refused."
-    from mlops_lib.evaluate import predict_frame
-    from mlops_lib.schema import SchemaError, validate_frame
+    "(scored rows with `_flags`, rejected rows with line/column/value/reason, message); the frames are None when the file is refused."
+    from mlops_lib.data import CheckedCSV, DataError, csv_header
+    from mlops_lib.predict import score_chunk
+    from mlops_lib.schema import SchemaError
     if len(data) > max_mb * 2**20: return None, None, f"{source}: the file is {len(data)/2**20:.1f} MB; the limit is {max_mb:g} MB"
-    try: df = pd.read_csv(io.BytesIO(bytes(data)), dtype=str, keep_default_na=False, na_values=[''], encoding='utf-8')
+    try:
+        names = csv_header(source, bytes(data[:1 << 16]))
+        with io.BufferedReader(CheckedCSV(source, len(names), io.BytesIO(bytes(data)))) as fh:
+            df = pd.read_csv(fh, dtype=str, keep_default_na=False, na_values=[''], encoding='utf-8')
+    except DataError as ex: return None, None, str(ex)
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as ex: return None, None, f"{source}: not a readable UTF-8 CSV file ({str(ex).splitlines()[0][:120]})"
-    try: r = validate_frame(df, lm.schema, source=source)
+    try: scored, r = score_chunk(df, lm, source=source)
     except SchemaError as ex: return None, None, str(ex)
-    scored = pd.concat([df.loc[r.valid.index], predict_frame(lm.model, r.valid[lm.schema.feature_names], lm.schema.task)], axis=1) if len(r.valid) else df.iloc[:0]
     rejects = r.errors.assign(line=r.errors.row.astype(int) + 2)[['line', 'column', 'value', 'reason']].sort_values('line', kind='stable', ignore_index=True)
-    msg = f"{source}: scored {len(r.valid)} of {len(df)} rows" + (f"; {r.n_invalid} invalid row(s) left out (listed below)" if r.n_invalid else '')
+    msg = (f"{source}: scored {len(scored)} of {len(df)} rows" + (f"; {r.n_invalid} invalid row(s) left out (listed below)" if r.n_invalid else '')
+           + (f"; {r.n_flagged} row(s) flagged: outside what the model saw in training (see _flags)" if r.n_flagged else ''))
     return scored.reset_index(drop=True), rejects, msg
 
 # %% ../nbs/12_app.ipynb #33d84343
@@ -259,19 +310,127 @@ def model_card_html(lm: LoadedModel, params_file: str|None=None) -> str:
     return f'<div class="mlops-card"><table>{head}</table><h4>Test metrics</h4><table class="mlops-metrics">{metrics or "<tr><td>none logged</td></tr>"}</table></div>'
 
 # %% ../nbs/12_app.ipynb #ab58e02b
-def monitoring_html(path: Path|None=None) -> str:
-    "The latest drift report's summary, or how to make one."
-    path = Path(path or outputs_dir()/'monitor'/'latest.json')
-    if not path.is_file(): return message_html('No drift report yet: run mlops monitor --params <params file> --current <new data CSV>')
+def monitoring_html(path: Path|None=None, model: str|None=None) -> str:
+    "The latest drift report's summary (of `model` when it has one), or how to make one."
+    own = outputs_dir()/'monitor'/model/'latest.json' if model else None
+    path = Path(path or (own if own and own.is_file() else outputs_dir()/'monitor'/'latest.json'))
+    if not path.is_file(): return message_html('No drift report yet: run mlops monitor --params <params file> --current <new data CSV> (or --from-log for served traffic)')
     try: d = json.loads(path.read_text()); s = d['summary']
     except (ValueError, KeyError) as ex: return message_html(f'{path.name}: not a drift report ({ex})', 'error')
     verdict = ('warn', 'Dataset drift detected') if s.get('dataset_drift') else ('ok', 'No dataset drift')
     feats = ', '.join(map(str, s.get('drifted_features', [])[:20])) or 'none'
     facts = [f"batch {html.escape(Path(str(d.get('current', '?'))).name)}: {d.get('rows_valid', '?')} of {d.get('rows', '?')} rows pass the model's schema"]
     if p := d.get('prediction'): facts.append(f"prediction drift: {'yes' if p.get('drifted') else 'no'} ({html.escape(str(p.get('test', '')))})")
+    if (fl := d.get('flags')) and fl.get('rows'): facts.append(f"{fl['flagged']} of {fl['rows']} rows flagged by the schema ({fl['share']:.1%})")
     if d.get('live_metric') is not None: facts.append(f"live {html.escape(str(d.get('metric')))} {d['live_metric']:.4g} vs test {d.get('test_metric') or float('nan'):.4g}")
     return (message_html(f"{verdict[1]}: {s.get('n_drifted')} of {s.get('n_features')} features drifted ({s.get('share_drifted', 0):.0%}); report created {d.get('created', '?')}", verdict[0])
             + f"<p>Drifted features: {html.escape(feats)}</p><p>{'; '.join(facts)}</p><p style='color:#777'>Full report: {html.escape(str(d.get('report_path', '')))}</p>")
+
+# %% ../nbs/12_app.ipynb #19dd7466
+def live_window(folder: Path, window: str='1h', fallback: int=1000) -> tuple[pd.DataFrame, str]:
+    "The logged rows of the last `window` (else the newest `fallback` rows) and a phrase naming them."
+    from mlops_lib.predlog import read_log
+    df = read_log(folder, since=window)
+    if len(df): return df, f'the last {window}'
+    df = read_log(folder, last=fallback)
+    return df, (f'the newest {len(df)} logged rows (no request in the last {window})' if len(df) else 'no rows')
+
+def live_stats(df: pd.DataFrame, # logged rows (`read_log`)
+               window: str='1h', # the window they come from (for the rate)
+               now: pd.Timestamp|None=None,
+              ) -> dict:
+    "Request and row rates, latency percentiles, flagged share and versions of logged rows."
+    from mlops_lib.monitor import flag_summary
+    from mlops_lib.predlog import parse_since
+    now = now or pd.Timestamp.now(tz='UTC')
+    start = max(parse_since(window, now), df.timestamp.min()) if len(df) else now
+    minutes = max((max(now, df.timestamp.max()) - start).total_seconds() / 60, 1 / 60) if len(df) else 1.0
+    reqs = df.drop_duplicates('request_id') if 'request_id' in df.columns else df
+    lat = reqs['latency_ms'].dropna() if 'latency_ms' in df.columns else pd.Series(dtype=float)
+    return dict(rows=len(df), requests=len(reqs), rows_per_min=len(df) / minutes, requests_per_min=len(reqs) / minutes,
+                latency_ms={f'p{q}': float(lat.quantile(q / 100)) if len(lat) else float('nan') for q in (50, 90, 95, 99)},
+                flags=flag_summary(df['_flags']) if '_flags' in df.columns else None, first=df.timestamp.min() if len(df) else None,
+                last=df.timestamp.max() if len(df) else None,
+                versions=df.model_version.dropna().astype(str).value_counts().to_dict() if 'model_version' in df.columns else {})
+
+# %% ../nbs/12_app.ipynb #cf2ff3ad
+def _logged_outputs(df: pd.DataFrame, lm: LoadedModel) -> pd.Series|None:
+    "The logged model outputs in the form `monitor.model_outputs` gives them, when the log has them."
+    if lm.schema.task == 'regression': col = 'prediction'
+    elif len(lm.classes) == 2: col = f'proba_{lm.classes[1]}'
+    else: return df['prediction'].astype(str) if 'prediction' in df.columns else None
+    return pd.to_numeric(df[col], errors='coerce').dropna() if col in df.columns else None
+
+def live_drift(df: pd.DataFrame, # logged rows
+               lm: LoadedModel,  # the model whose training data is the reference
+               cfg, # `MonitorParams`
+               reference: pd.DataFrame|None=None, # default: the model's logged training data
+               ref_pred: pd.Series|None=None,     # default: the model's outputs on the reference
+              ) -> dict:
+    "Feature and prediction drift of logged rows against the model's training data (`mlops monitor`'s tests)."
+    from mlops_lib.monitor import drift_report, model_outputs, reference_data
+    ref = reference if reference is not None else reference_data(lm)
+    cur = _logged_outputs(df, lm)
+    if cur is not None and ref_pred is None: ref_pred = model_outputs(lm.model, ref[lm.schema.feature_names], lm.schema.task)
+    return drift_report(ref, df, lm.schema.numeric, lm.schema.categorical, cfg, ref_pred=ref_pred if cur is not None else None, cur_pred=cur, source='the prediction log')
+
+# %% ../nbs/12_app.ipynb #a6b9a8ae
+def live_html(stats: dict, # from `live_stats`
+              drift: dict|str|None, # from `live_drift`, or why there is none
+              what: str, # which rows (from `live_window`)
+              folder: Path, # the log folder, to say where the rows come from
+             ) -> str:
+    "The live-service panel: traffic, latency, flags and drift of the last window of the prediction log."
+    if not stats['rows']: return message_html(f'No served traffic logged yet: mlops serve logs every row it scores to {folder}')
+    lat, fl = stats['latency_ms'], stats['flags']
+    rows = [('Rows', f"{stats['rows']:,} in {what}, {stats['first']:%Y-%m-%d %H:%M:%S} to {stats['last']:%H:%M:%S} UTC"),
+            ('Request rate', f"{stats['requests_per_min']:.3g} requests/min ({stats['rows_per_min']:.3g} rows/min)"),
+            ('Latency', ', '.join(f'{k} {v:.3g} ms' for k, v in lat.items()) if not math.isnan(lat['p50']) else 'not logged'),
+            ('Flagged by the schema', '—' if not fl else f"{fl['share']:.1%} of rows ({fl['flagged']:,})" + ''.join(f'; {k} {v:,}' for k, v in fl['by_rule'].items() if v)),
+            ('Versions', ', '.join(f'v{k}: {v:,} rows' for k, v in stats['versions'].items()) or '—')]
+    if isinstance(drift, dict):
+        s, p = drift['summary'], drift.get('prediction')
+        rows.append(('Drift', f"{'DATASET DRIFT' if s['dataset_drift'] else 'no dataset drift'}: {s['n_drifted']} of {s['n_features']} features drifted"
+                              + (f" ({', '.join(map(str, s['drifted_features'][:8]))})" if s['drifted_features'] else '')
+                              + (f"; prediction drift: {'yes' if p['drifted'] else 'no'}" if p else '')))
+    elif drift: rows.append(('Drift', drift))
+    body = ''.join(f'<tr><th style="text-align:left;padding-right:1em">{k}</th><td>{html.escape(v)}</td></tr>' for k, v in rows)
+    kind = 'warn' if isinstance(drift, dict) and drift['summary']['dataset_drift'] else 'ok'
+    head = message_html(f"Live service: {stats['requests']:,} requests in {what}", kind)
+    feats = ''
+    if isinstance(drift, dict):
+        t = drift['features'][['feature', 'test', 'statistic', 'p_value', 'psi', 'drifted']].sort_values(['drifted', 'psi'], ascending=False)
+        feats = '<h4>Feature drift over these rows</h4>' + table_html(t, 50, cls='mlops-table mlops-live-drift')
+    return f'<div class="mlops-live">{head}<table class="mlops-live-stats">{body}</table>{feats}<p style="color:#777">Prediction log: {html.escape(str(folder))}</p></div>'
+
+# %% ../nbs/12_app.ipynb #0e6f450d
+class LivePanel:
+    "The live service on the Monitoring tab: the last window of the prediction log, refreshed on demand."
+    def __init__(self, lm: LoadedModel, params: Params, window: str='1h', folder: Path|None=None, reference: pd.DataFrame|None=None):
+        self.lm, self.params, self.window, self.reference, self._ref_pred = lm, params, window, reference, None
+        self.folder = Path(folder or outputs_dir()/'serving'/lm.name)
+        self.html = widgets.HTML(); self.html.add_class('mlops-live-panel')
+        self.refresh_button = widgets.Button(description='Refresh', icon='refresh'); self.refresh_button.add_class('mlops-live-refresh')
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.widget = widgets.VBox([widgets.HTML('<h3>Live service</h3>'), self.refresh_button, self.html])
+        self.refresh()
+
+    def refresh(self) -> str:
+        "Read the log again and show the panel; return its HTML."
+        try:
+            df, what = live_window(self.folder, self.window)
+            stats, drift = live_stats(df, self.window), None
+            if len(df):
+                from mlops_lib.monitor import reference_data, model_outputs
+                try:
+                    if self.reference is None: self.reference = reference_data(self.lm)
+                    drift = live_drift(df, self.lm, self.params.monitor, self.reference, self._ref_pred)
+                    if drift.get('prediction') and self._ref_pred is None: self._ref_pred = model_outputs(self.lm.model, self.reference[self.lm.schema.feature_names], self.lm.schema.task)
+                except Exception as ex: drift = f'drift unavailable: {type(ex).__name__}: {(str(ex).splitlines() or [""])[0]}'
+            self.html.value = live_html(stats, drift, what, self.folder)
+        except Exception as ex:
+            self.html.value = message_html(f'The prediction log {self.folder} could not be read: {type(ex).__name__}: {(str(ex).splitlines() or [""])[0]}', 'error')
+        return self.html.value
 
 # %% ../nbs/12_app.ipynb #4366fb1e
 class PredictPanel:
@@ -295,7 +454,7 @@ class PredictPanel:
         values = self.form.values()
         res = predict_one(self.lm, values)
         self.last, self.n = (values, res), self.n + 1
-        self.result.value = f'<div data-seq="{self.n}">{result_text(res, self.lm.schema)}</div>'  # data-seq: a new answer, even when equal
+        self.result.value = f'<div data-seq="{self.n}">{result_text(res, self.lm.schema)}{flags_note(res.get("flags"))}</div>'  # data-seq: a new answer, even when equal
         show_figure(self.chart, result_figure(res, self.lm.schema))
         if self.on_result: self.on_result(values, res)
         return res
@@ -308,6 +467,15 @@ def result_text(res: dict, schema: DataSchema) -> str:
         return f'<div class="mlops-msg mlops-ok" style="font-size:1.2em">Predicted {t}: <b>{html.escape(str(res["prediction"]))}</b> (probability {res["probability"]:.1%})</div>'
     band = '' if res['band'] is None else f' &plusmn; {res["band"]:.3g} (test error band {res["low"]:.4g} to {res["high"]:.4g})'
     return f'<div class="mlops-msg mlops-ok" style="font-size:1.2em">Predicted {t}: <b>{res["prediction"]:.4g}</b>{band}</div>'
+
+_RULE_TEXT = {'out_of_range': 'outside the expected range', 'unknown_category': 'a category not seen in training', 'missing': 'empty (filled in by the model)'}
+
+def flags_note(flags: list[str]|None) -> str:
+    "The note under a prediction for a row that breaks expectations ('' for a clean row)."
+    if not flags: return ''
+    parts = [f"{html.escape(f.rsplit(':', 1)[0])}: {_RULE_TEXT.get(f.rsplit(':', 1)[-1], f.rsplit(':', 1)[-1])}" for f in flags]
+    return (f'<div class="mlops-msg mlops-warn mlops-flags" data-flags="{html.escape(";".join(flags))}">Note: this row is outside what the model saw in '
+            f'training ({"; ".join(parts)}); the prediction is less certain.</div>')
 
 # %% ../nbs/12_app.ipynb #5a3aeec5
 class BatchPanel:
@@ -404,8 +572,9 @@ def _use(self: Dashboard, lm: LoadedModel|None) -> Dashboard:
     self.card = widgets.HTML(model_card_html(lm, self.params_file))
     self.version = widgets.Dropdown(options=_version_options(self.versions, lm), value=lm.version, description='Use version')
     self.version.observe(lambda ch: self.select_version(ch['new']), 'value')
-    self.monitor = widgets.HTML(monitoring_html())
-    self.tabs.children = [self.predict.widget, self.batch.widget, self.explain.widget, widgets.VBox([self.version, self.card]), self.monitor]
+    self.monitor, self.live = widgets.HTML(monitoring_html(model=lm.name)), LivePanel(lm, self.params)
+    self.monitor_tab = widgets.VBox([self.live.widget, widgets.HTML('<h3>Last drift report</h3>'), self.monitor])
+    self.tabs.children = [self.predict.widget, self.batch.widget, self.explain.widget, widgets.VBox([self.version, self.card]), self.monitor_tab]
     for i, t in enumerate(['Predict', 'Batch', 'Explain', 'Model', 'Monitoring']): self.tabs.set_title(i, t)
     return self
 
@@ -419,6 +588,7 @@ Dashboard.use, Dashboard.select_version = _use, _select_version
 
 # %% ../nbs/12_app.ipynb #c8d8424f
 ENV_PARAMS, ENV_UPLOAD_MB = 'MLOPS_PARAMS', 'MLOPS_UPLOAD_MB'
+_WARM: dict = {}   # the dashboard `warm_dashboard` built ahead, until a page takes it
 
 def _shown(path: str) -> str:
     "A params path as a user would type it: relative to the project root when inside it."
@@ -429,15 +599,48 @@ def dashboard_from_env(params_file: str|None=None, # default: $MLOPS_PARAMS, els
                       ) -> Dashboard|widgets.HTML:
     "Load the params and the champion model named by the environment; the dashboard, or a message widget when that fails."
     params_file = params_file or os.environ.get(ENV_PARAMS) or 'params/car_purchase.yaml'
-    from mlops_lib.tracking import NoModelError, load_model, setup_tracking
+    from mlops_lib.tracking import NoModelError, cached_model, setup_tracking
     try:
         params = load_params(params_file)
         setup_tracking(os.environ.get('MLFLOW_TRACKING_URI') or tracking_uri(params))
-        try: lm = load_model(params.name, 'champion')
+        try: lm = cached_model(params.name, 'champion')   # the alias is resolved now; the model comes from the cache once loaded
         except NoModelError: lm = None
+        warm = _WARM.pop('dashboard', None)   # built ahead by `warm_dashboard` in a preheated kernel: reuse it if it serves this champion
+        if warm is not None and lm is not None and warm.lm is not None and warm.lm.version == lm.version and warm.params_file == _shown(params_file):
+            if hasattr(warm, 'monitor'): warm.monitor.value = monitoring_html()   # the drift report of now
+            return warm
         return Dashboard(lm, params, _shown(params_file), max_upload_mb=float(os.environ.get(ENV_UPLOAD_MB) or 20))
     except Exception as ex:
         return widgets.HTML(message_html(f'The dashboard could not start: {type(ex).__name__}: {str(ex).splitlines()[0] if str(ex) else ""}', 'error'))
+
+# %% ../nbs/12_app.ipynb #6e059208
+ENV_POOL = 'MLOPS_DASHBOARD_POOL'
+
+def warm_dashboard(params_file: str|None=None, # default: $MLOPS_PARAMS, else params/car_purchase.yaml
+                  ) -> bool:
+    "In a preheated kernel: build the dashboard ahead (imports, params, the champion into the cache, the widgets); True when that worked."
+    if os.environ.get('VOILA_PREHEAT', 'False') == 'False': return False   # a plain kernel builds the dashboard once, right away
+    w = dashboard_from_env(params_file)
+    if isinstance(w, Dashboard): _WARM['dashboard'] = w   # `dashboard_from_env` hands it out after the request if the champion is still its model
+    return isinstance(w, Dashboard)
+
+def wait_for_visitor(retry: float=0.2, # seconds between attempts to reach the server
+                    ) -> dict|None:
+    "In a Voila preheated kernel: block until a page request takes this kernel and return the request info (None elsewhere)."
+    if os.environ.get('VOILA_PREHEAT', 'False') == 'False' or 'VOILA_KERNEL_ID' not in os.environ: return None
+    import asyncio, threading, websockets
+    url = (f"ws://{os.environ.get('VOILA_APP_IP') or '127.0.0.1'}:{os.environ.get('VOILA_APP_PORT', '8866')}"
+           f"{os.environ.get('VOILA_SERVER_URL') or '/'}voila/query/{os.environ['VOILA_KERNEL_ID']}")
+    async def receive() -> str:
+        while True:   # the server may not listen yet (the pool is heated while Voila starts): retry, never give up
+            try:
+                async with websockets.connect(url, open_timeout=30) as ws: return await ws.recv()
+            except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException): await asyncio.sleep(retry)
+    info = {}
+    t = threading.Thread(target=lambda: info.update(json.loads(asyncio.new_event_loop().run_until_complete(receive()))), daemon=True)
+    t.start(); t.join()   # a thread: the kernel's own event loop is running in this one
+    os.environ.update({k: str(v) for k, v in info.items()})
+    return info
 
 # %% ../nbs/12_app.ipynb #0146cc39
 def voila_command(port: int, host: str='127.0.0.1', notebook: Path|None=None) -> list[str]:
@@ -476,7 +679,8 @@ def serve_dashboard(params_file: str, # the project params
                    ) -> int:
     "Serve `nbs/dashboard.ipynb` with Voila until interrupted; print the URL once it listens; return Voila's exit code."
     port = port or 8866
-    proc = subprocess.Popen(voila_command(port, host), env=dashboard_env(params_file, uri, max_upload_mb), cwd=project_root())
+    env = {**dashboard_env(params_file, uri, max_upload_mb), 'VOILA_APP_IP': host if host not in ('0.0.0.0', '::', '') else '127.0.0.1'}  # where preheated kernels reach Voila
+    proc = subprocess.Popen(voila_command(port, host), env=env, cwd=project_root())
     try:
         with sigterm_as_interrupt():  # SIGTERM stops Voila too
             if _wait_port(host, port, proc): print(f'Dashboard: http://{host}:{port}/', flush=True)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #64782a93
 from __future__ import annotations
-import os, re, contextlib, signal, socket, threading
+import errno, os, re, contextlib, signal, socket, threading
 from pathlib import Path
 from typing import Any, Literal, Optional
 import yaml
@@ -12,11 +12,12 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # %% auto #0
-__all__ = ['CLASSIFICATION_METRICS', 'REGRESSION_METRICS', 'LOWER_IS_BETTER', 'project_root', 'outputs_dir', 'resolve_path',
-           'default_tracking_uri', 'default_artifact_root', 'higher_is_better', 'DataParams', 'FeatureParams',
-           'SplitParams', 'FamilyParams', 'ModelParams', 'PromotionParams', 'MonitorParams', 'PredictParams', 'Params',
-           'UserError', 'ParamsError', 'params_from_dict', 'load_params', 'tracking_uri', 'atomic_path', 'write_table',
-           'sigterm_as_interrupt', 'free_port']
+__all__ = ['CLASSIFICATION_METRICS', 'REGRESSION_METRICS', 'LOWER_IS_BETTER', 'DISK_ERRNOS', 'project_root', 'outputs_dir',
+           'resolve_path', 'default_tracking_uri', 'default_artifact_root', 'higher_is_better', 'ConstraintParams',
+           'DataParams', 'FeatureParams', 'SplitParams', 'FamilyParams', 'ModelParams', 'PromotionParams',
+           'MonitorParams', 'PredictParams', 'Params', 'UserError', 'ParamsError', 'params_from_dict', 'UsageError',
+           'OutputError', 'disk_full', 'load_params', 'tracking_uri', 'atomic_path', 'write_table',
+           'sigterm_as_interrupt', 'free_port', 'LockTimeout', 'file_lock']
 
 # %% ../nbs/00_config.ipynb #6f0911bb
 def project_root() -> Path:
@@ -56,6 +57,20 @@ def higher_is_better(metric: str) -> bool:
     "True when a larger value of `metric` is better."
     return metric not in LOWER_IS_BETTER
 
+# %% ../nbs/00_config.ipynb #243c6091
+class ConstraintParams(BaseModel):
+    "A declared constraint on one feature (contract: a row that breaks it is rejected)."
+    model_config = ConfigDict(extra='forbid')
+    min: Optional[float] = None           # smallest allowed value (numeric column)
+    max: Optional[float] = None           # largest allowed value (numeric column)
+    categories: Optional[list[Any]] = None  # the allowed categories
+
+    @model_validator(mode='after')
+    def _range(self):
+        if self.min is not None and self.max is not None and self.min > self.max: raise ValueError(f"min {self.min:g} is above max {self.max:g}")
+        if self.categories is not None and not self.categories: raise ValueError("categories must list at least one value")
+        return self
+
 # %% ../nbs/00_config.ipynb #462418ea
 class _Strict(BaseModel):
     model_config = ConfigDict(extra='forbid', validate_assignment=True)
@@ -77,6 +92,7 @@ class FeatureParams(_Strict):
     include: Optional[list[str]] = None  # use only these columns
     drop: list[str] = []                 # ID, date or leaky columns to leave out
     range_margin: float = Field(0.25, ge=0)  # the schema widens each numeric training range by this fraction of it on each side
+    constraints: dict[str, ConstraintParams] = {}  # contract: column -> {min, max, categories}; a row breaking one is rejected
 
 class SplitParams(_Strict):
     "The hold-out split."
@@ -96,6 +112,7 @@ class ModelParams(_Strict):
     cv_folds: int = Field(5, ge=2)   # cross-validation folds on the training split
     metric: Optional[str] = None     # the search metric (default: the promotion metric)
     n_jobs: int = 1                  # parallel jobs for the search (-1: all cores)
+    backend: Literal['local', 'dask'] = 'local'  # where the search's fits run: local processes, or a Dask cluster (see mlops_lib.dask_backend)
 
 class PromotionParams(_Strict):
     "The gate a new model must pass before the `champion` alias moves to it."
@@ -111,11 +128,22 @@ class MonitorParams(_Strict):
     share: float = Field(0.5, gt=0, le=1)        # dataset drift when at least this share of features drift
     stat_test_max_rows: int = Field(1000, gt=0)  # reference size up to which p-value tests are used, above it distances
     retrain_on_drift: bool = False               # start `mlops run` with the current batch appended when drift is found
+    metric_drop: float = Field(0.05, ge=0)       # a metric drop: the live metric (labelled rows) is worse than the test metric by at least this much
+    alert_url: Optional[str] = None              # POST a JSON alert here when drift or a metric drop is found (a webhook or your own receiver)
+    alert_timeout: float = Field(5.0, gt=0)      # seconds to wait for the alert receiver; a dead one is a warning, never a failed job
+
+    @field_validator('alert_url')
+    @classmethod
+    def _alert_url(cls, v):
+        if v is not None and not re.match(r'https?://[^/\s]+', v): raise ValueError(f"expected an http:// or https:// URL, got {v!r}")
+        return v
 
 class PredictParams(_Strict):
     "Batch scoring."
     chunk_size: int = Field(100_000, gt=0)       # rows scored per chunk (bounds memory)
     on_invalid: Literal['fail', 'quarantine'] = 'fail'  # what to do with rows that break the schema
+    on_unexpected: Literal['score', 'reject'] = 'score'  # rows that break an expectation (range, category, missing): scored and flagged, or rejected
+    backend: Literal['local', 'dask'] = 'local'  # score in chunks in this process, or by partitions on a Dask cluster
 
 class Params(_Strict):
     "One ML project."
@@ -176,6 +204,19 @@ def params_from_dict(d: dict, source: str='<params>') -> Params:
     try: return Params.model_validate(d)
     except ValidationError as ex: raise ParamsError(f"{source}: " + '; '.join(_fmt_error(e) for e in ex.errors())) from None
 
+# %% ../nbs/00_config.ipynb #b903f762
+class UsageError(UserError, ValueError):
+    "A command-line value, option or file name that cannot be used; one line naming it, what is allowed and what was given."
+
+class OutputError(UserError, OSError):
+    "An output that cannot be written (disk full, file size limit); the message names the file."
+
+DISK_ERRNOS = {errno.EFBIG, errno.ENOSPC, errno.EDQUOT}
+
+def disk_full(ex: BaseException) -> bool:
+    "True for an OS error from a full disk or a file size limit (also Arrow's, which carry the reason only in the message)."
+    return isinstance(ex, OSError) and (ex.errno in DISK_ERRNOS or any(os.strerror(e) in str(ex) for e in DISK_ERRNOS))
+
 # %% ../nbs/00_config.ipynb #b31a2b7d
 def load_params(path: str|Path, overrides: dict|None=None) -> Params:
     "Read and validate a params YAML file (relative paths resolve against the project root)."
@@ -202,6 +243,11 @@ def atomic_path(path: str|Path):
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as ex:
+        if disk_full(ex) and not isinstance(ex, UserError):
+            why = os.strerror(ex.errno) if ex.errno in DISK_ERRNOS else next(os.strerror(e) for e in DISK_ERRNOS if os.strerror(e) in str(ex))
+            raise OutputError(f"{path}: cannot write it: {why} (a full disk or a file size limit); nothing was written") from None
+        raise
     finally:
         if tmp.exists(): tmp.unlink()
 
@@ -212,7 +258,7 @@ def write_table(df: pd.DataFrame, path: str|Path) -> Path:
     with atomic_path(path) as tmp:
         if path.suffix.lower() in ('.parquet', '.pq'): df.to_parquet(tmp, index=False)
         elif path.suffix.lower() == '.csv': df.to_csv(tmp, index=False)
-        else: raise ValueError(f"{path}: expected a .csv or .parquet file name, got suffix {path.suffix!r}")
+        else: raise UsageError(f"{path}: expected a .csv or .parquet file name, got suffix {path.suffix!r}")
     return path
 
 # %% ../nbs/00_config.ipynb #f467014e
@@ -232,3 +278,21 @@ def free_port(host: str='127.0.0.1') -> int:
     "A TCP port nobody listens on right now (for the servers we start)."
     with socket.socket() as s:
         s.bind((host, 0)); return s.getsockname()[1]
+
+# %% ../nbs/00_config.ipynb #8ed4fbf3
+class LockTimeout(UserError, TimeoutError):
+    "Waited too long for a lock another process holds."
+
+@contextlib.contextmanager
+def file_lock(path: str|Path, # the lock file (created with its folder)
+              timeout: float=600, # seconds to wait before giving up
+              what: str='the lock', # what the lock guards, named in the timeout error
+             ):
+    "Hold an exclusive cross-process lock on `path` within the block; `LockTimeout` after `timeout` seconds."
+    from filelock import FileLock, Timeout
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path), timeout=timeout)
+    try: lock.acquire()
+    except Timeout: raise LockTimeout(f"{path}: waited {timeout:g} s for {what}; another mlops process holds it") from None
+    try: yield lock
+    finally: lock.release()

@@ -4,13 +4,15 @@
 
 # %% ../nbs/02_data.ipynb #b99d4943
 from __future__ import annotations
+import csv, io
 from pathlib import Path
-import pandas as pd
+import numpy as np, pandas as pd
 from sklearn.model_selection import train_test_split
 from .config import Params, UserError, resolve_path, write_table
 
 # %% auto #0
-__all__ = ['DataError', 'read_table', 'feature_columns', 'check_table', 'load_dataset', 'split_data']
+__all__ = ['DataError', 'check_names', 'csv_header', 'CheckedCSV', 'open_csv', 'read_table', 'feature_columns', 'check_table',
+           'id_like_columns', 'column_report', 'load_dataset', 'split_data']
 
 # %% ../nbs/02_data.ipynb #51ad6464
 class DataError(UserError, ValueError):
@@ -19,6 +21,102 @@ class DataError(UserError, ValueError):
 def _looks_numeric(s) -> bool:
     try: float(s); return True
     except (TypeError, ValueError): return False
+
+# %% ../nbs/02_data.ipynb #36ea6f7a
+def check_names(names: list, path: str|Path) -> list:
+    "The column names, or a `DataError` naming an empty or repeated one."
+    for i, n in enumerate(names):
+        if n is None or not str(n).strip(): raise DataError(f"{path}: column {i + 1} of the header has no name; expected a name for every column")
+    seen = {}
+    for i, n in enumerate(names):
+        if n in seen: raise DataError(f"{path}: column name '{n}' appears twice in the header (columns {seen[n] + 1} and {i + 1}); expected unique names")
+        seen[n] = i
+    return list(names)
+
+def csv_header(path: str|Path, # the CSV file (or its name in messages, with `head`)
+               head: bytes|None=None, # the first bytes of the file, when it is not on disk (an upload)
+              ) -> list[str]:
+    "The header of a CSV file, checked: UTF-8 text, not binary, no empty or repeated names."
+    if head is None:
+        with open(path, 'rb') as fh: head = fh.read(1 << 16)
+    head = head[:1 << 16]
+    if b'\x00' in head: raise DataError(f"{path}: a binary file, not CSV text (NUL bytes in the first {len(head):,} bytes)")
+    text = head.decode('utf-8', errors='replace').removeprefix('\ufeff')
+    first = text.split('\n', 1)[0]
+    try: first.encode('utf-8'); head[:len(first.encode('utf-8', errors='replace'))].decode('utf-8')
+    except UnicodeDecodeError as ex: raise DataError(f"{path}: line 1 is not UTF-8 text (byte 0x{head[ex.start]:02x}); save the file as UTF-8") from None
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or not any(rows[0]): raise DataError(f"{path}: the first line is empty; expected a header row with the column names")
+    return check_names(rows[0], path)
+
+# %% ../nbs/02_data.ipynb #c1da3b1a
+class CheckedCSV(io.RawIOBase):
+    "A binary CSV file that raises `DataError` while being read: a record with another field count than the header, non-UTF-8 or binary bytes."
+    def __init__(self, path: str|Path, n_fields: int|None=None, fh=None):  # fh: an open binary file to read instead of `path`
+        self.path, self.f = path, fh if fh is not None else open(path, 'rb')
+        self.n = n_fields if n_fields is not None else len(csv_header(path))
+        self.inq, self.seps, self.len, self.line, self.pend = False, 0, 0, 1, b''  # quote state, separators and bytes of the open record, its number, an unfinished UTF-8 sequence
+    def readable(self): return True
+    def tell(self): return self.f.tell()
+    def close(self):
+        self.f.close(); super().close()
+    def readinto(self, b) -> int:
+        n = self.f.readinto(b)
+        if n: self._scan(memoryview(b)[:n])
+        else: self._end()
+        return n
+
+def _utf8(self: CheckedCSV, data, a: np.ndarray):
+    "Raise on NUL bytes or bytes that are not UTF-8 (multi-byte sequences may span blocks)."
+    if a.min() == 0: raise DataError(f"{self.path}: line {self.line + int((a[:int(np.argmax(a == 0))] == 10).sum())}: a NUL byte: a binary file, not CSV text")
+    if a.max() < 128 and not self.pend: return
+    chunk = self.pend + bytes(data)
+    cut = len(chunk)
+    while cut > 0 and len(chunk) - cut < 4 and chunk[cut - 1] >= 0x80 and chunk[cut - 1] < 0xC0: cut -= 1   # continuation bytes at the end
+    if cut > 0 and chunk[cut - 1] >= 0xC0: cut -= 1                                                           # a lead byte at the end
+    try: chunk[:cut].decode('utf-8')
+    except UnicodeDecodeError as ex:
+        line = self.line + chunk[:max(ex.start - len(self.pend), 0)].count(b'\n')
+        raise DataError(f"{self.path}: line {line}: not UTF-8 text (byte 0x{chunk[ex.start]:02x}); save the file as UTF-8") from None
+    self.pend = chunk[cut:]
+
+def _outside(pos: np.ndarray, quotes: np.ndarray, inq: bool) -> np.ndarray:
+    "The positions of `pos` that are not inside a quoted field (an even number of quotes before them)."
+    return pos if not len(quotes) and not inq else pos[(np.searchsorted(quotes, pos) + inq) % 2 == 0]
+
+def _scan(self: CheckedCSV, data):
+    "Count the fields of every record that ends in `data` (quotes respected); raise on the first one with the wrong count."
+    a = np.frombuffer(data, np.uint8)
+    _utf8(self, data, a)
+    self.last = a[-1]
+    quotes = np.flatnonzero(a == 34)
+    seps, ends = _outside(np.flatnonzero(a == 44), quotes, self.inq), _outside(np.flatnonzero(a == 10), quotes, self.inq)
+    self.inq = bool((len(quotes) + self.inq) % 2)
+    if len(ends):
+        k = np.diff(np.searchsorted(seps, ends), prepend=0); k[0] += self.seps
+        lens = np.diff(ends, prepend=-1) - 1; lens[0] += self.len
+        blank = (lens == 0) | ((lens == 1) & (a[np.maximum(ends - 1, 0)] == 13) & (k == 0))
+        wrong = np.flatnonzero((k != self.n - 1) & ~blank)
+        if len(wrong): self._fail(self.line + int(wrong[0]), int(k[wrong[0]]) + 1)
+        self.line += len(ends)
+        self.seps, self.len = len(seps) - int(np.searchsorted(seps, ends[-1])), len(a) - 1 - int(ends[-1])
+    else: self.seps, self.len = self.seps + len(seps), self.len + len(a)
+
+def _end(self: CheckedCSV):
+    "At the end of the file: check the last record (no newline after it) and unfinished quotes or UTF-8."
+    if self.pend: raise DataError(f"{self.path}: line {self.line}: not UTF-8 text (the file ends inside a multi-byte character); save the file as UTF-8")
+    if self.inq: raise DataError(f"{self.path}: line {self.line}: a quote opened on this line is never closed")
+    if self.len and not (self.len == 1 and self.last == 13) and self.seps != self.n - 1: self._fail(self.line, self.seps + 1)
+    self.len = self.seps = 0
+
+def _fail(self: CheckedCSV, line: int, fields: int):
+    raise DataError(f"{self.path}: line {line} has {fields} field(s), expected {self.n} like the header; fix the row or quote values that contain commas")
+
+CheckedCSV._scan, CheckedCSV._end, CheckedCSV._fail = _scan, _end, _fail
+
+def open_csv(path: str|Path, buffer_size: int=1 << 20) -> io.BufferedReader:
+    "Open a CSV file for pandas with its header and structure checked as it is read."
+    return io.BufferedReader(CheckedCSV(path), buffer_size)
 
 # %% ../nbs/02_data.ipynb #3567d8de
 def read_table(path: str|Path, # CSV or Parquet file
@@ -30,13 +128,17 @@ def read_table(path: str|Path, # CSV or Parquet file
     if p.stat().st_size == 0: raise DataError(f"{path}: the file is empty; expected a header row and data rows")
     suffix = p.suffix.lower()
     try:
-        if suffix in ('.parquet', '.pq'): df = pd.read_parquet(p)
-        elif suffix in ('.csv', '.txt'): df = pd.read_csv(p, nrows=nrows)
+        if suffix in ('.parquet', '.pq'):
+            import pyarrow.parquet as pq
+            check_names(pq.ParquetFile(p).schema_arrow.names, path)
+            df = pd.read_parquet(p)
+        elif suffix in ('.csv', '.txt'):
+            with open_csv(p) as fh: df = pd.read_csv(fh, nrows=nrows)
         else: raise DataError(f"{path}: expected a .csv or .parquet file, got suffix {suffix!r}")
     except DataError: raise
     except pd.errors.EmptyDataError: raise DataError(f"{path}: the file is empty; expected a header row and data rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as ex:
-        raise DataError(f"{path}: not a readable {suffix[1:].upper()} file: {str(ex).strip().splitlines()[0]}") from None
+    except Exception as ex:  # pyarrow, pandas and OS errors of a file that is not what its suffix says
+        raise DataError(f"{path}: not a readable {suffix[1:].upper()} file: {(str(ex).strip().splitlines() or [type(ex).__name__])[0]}") from None
     if len(df.columns) and all(_looks_numeric(c) for c in df.columns):
         raise DataError(f"{path}: no header row: expected column names on the first line, found values {list(df.columns)[:4]}")
     if len(df) == 0: raise DataError(f"{path}: no data rows; expected at least one row under the header")
@@ -69,6 +171,33 @@ def check_table(df: pd.DataFrame, # the loaded table
         if counts.min() < 2 and params.split.stratify: raise DataError(f"{source}: class {counts.idxmin()!r} of '{t}' has {counts.min()} row; stratified splitting needs at least 2 per class")
     if not feature_columns(df, params): raise DataError(f"{source}: no feature columns left after dropping the target and features.drop")
     return df
+
+# %% ../nbs/02_data.ipynb #db682675
+def id_like_columns(df: pd.DataFrame, # the training split
+                    features: list[str], # candidate feature columns
+                    max_share: float=0.5, # a text column with more distinct values than this share of rows is ID-like
+                   ) -> dict[str, str]:
+    "The ID-like feature columns, each with the reason it is dropped."
+    out, n = {}, len(df)
+    for c in features:
+        s = df[c].dropna(); k = s.nunique()
+        if k <= 50: continue
+        if not pd.api.types.is_numeric_dtype(s) and k > max_share * len(s):
+            out[c] = f"{k:,} distinct values in {len(s):,} rows: an ID or free text, not a category"
+        elif pd.api.types.is_integer_dtype(s) and k == n and ('id' in str(c).lower().replace('_', ' ').split() or str(c).lower().endswith(('id', '_id', 'code', 'rownames'))):
+            out[c] = f"a distinct integer in every row and named like an id"
+    return out
+
+def column_report(df: pd.DataFrame, features: list[str], dropped: dict[str, str]|None=None) -> pd.DataFrame:
+    "Text columns with their number of levels, rare levels (under 5 rows) and what happens to them."
+    from mlops_lib.models import MAX_CATEGORIES, MIN_FREQUENCY
+    rows = []
+    for c in features:
+        if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]): continue
+        vc = df[c].value_counts()
+        what = f"dropped: {dropped[c]}" if dropped and c in dropped else (f"one-hot, capped at {MAX_CATEGORIES} columns" if len(vc) > MAX_CATEGORIES else 'one-hot') + (f"; {int((vc < MIN_FREQUENCY).sum())} rare level(s) share the infrequent column" if (vc < MIN_FREQUENCY).any() else '')
+        rows.append(dict(column=c, levels=len(vc), rare_levels=int((vc < MIN_FREQUENCY).sum()), encoding=what))
+    return pd.DataFrame(rows, columns=['column', 'levels', 'rare_levels', 'encoding'])
 
 # %% ../nbs/02_data.ipynb #d15fdec3
 def load_dataset(params: Params) -> tuple[pd.DataFrame, str]:

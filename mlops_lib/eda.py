@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
+from scipy.stats.contingency import association
 from .config import atomic_path
 
 # %% auto #0
@@ -126,10 +127,8 @@ def _abs_corr(X: pd.DataFrame, y: pd.Series, block: int=64) -> pd.Series:
 
 def _cramers_v(a: pd.Series, b: pd.Series) -> float:
     "Cramér's V between two categorical columns (0: independent, 1: one determines the other)."
-    t = pd.crosstab(a.to_numpy(), b.to_numpy()).to_numpy(float)
-    if min(t.shape) < 2: return 0.0
-    expected = t.sum(1, keepdims=True) * t.sum(0, keepdims=True) / t.sum()
-    return float(np.sqrt(((t - expected)**2 / expected).sum() / t.sum() / (min(t.shape) - 1)))
+    t = pd.crosstab(a.to_numpy(), b.to_numpy()).to_numpy()
+    return float(association(t, method='cramer')) if min(t.shape) > 1 else 0.0
 
 # %% ../nbs/04_eda.ipynb #addf65da
 def _feature_lists(df, target, numeric, categorical) -> tuple[list[str], list[str]]:

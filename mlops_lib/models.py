@@ -20,14 +20,18 @@ from .evaluate import sklearn_scoring
 from .schema import DataSchema
 
 # %% auto #0
-__all__ = ['FAMILIES', 'build_preprocessor', 'Family', 'make_estimator', 'default_space', 'build_pipeline', 'SpaceError',
-           'check_space', 'TuneResult', 'make_search', 'tune_family', 'best_result']
+__all__ = ['MIN_FREQUENCY', 'MAX_CATEGORIES', 'FAMILIES', 'LARGE_ROWS', 'build_preprocessor', 'Family', 'make_estimator',
+           'default_space', 'build_pipeline', 'SpaceError', 'check_space', 'TuneResult', 'search_strategy',
+           'make_search', 'tune_family', 'best_result']
 
 # %% ../nbs/07_models.ipynb #fa0436a9
+MIN_FREQUENCY, MAX_CATEGORIES = 5, 30  # one-hot: levels rarer than this share the infrequent column; at most this many columns per feature
+
 def build_preprocessor(schema: DataSchema) -> ColumnTransformer:
     "A `ColumnTransformer` for the schema's numeric and categorical features."
     num = Pipeline([('impute', SimpleImputer(strategy='median')), ('scale', StandardScaler())])
-    cat = Pipeline([('impute', SimpleImputer(strategy='most_frequent')), ('onehot', OneHotEncoder(handle_unknown='ignore', sparse_output=False))])
+    onehot = OneHotEncoder(handle_unknown='infrequent_if_exist', min_frequency=MIN_FREQUENCY, max_categories=MAX_CATEGORIES, sparse_output=False)
+    cat = Pipeline([('impute', SimpleImputer(strategy='most_frequent')), ('onehot', onehot)])
     return ColumnTransformer([('num', num, schema.numeric), ('cat', cat, schema.categorical)], verbose_feature_names_out=False)
 
 # %% ../nbs/07_models.ipynb #8319fe71
@@ -102,17 +106,25 @@ def _cv(params: Params):
     kind = StratifiedKFold if params.task == 'classification' else KFold
     return kind(n_splits=params.models.cv_folds, shuffle=True, random_state=params.seed)
 
-def make_search(family: str, fp: FamilyParams, schema: DataSchema, params: Params):
-    "The scikit-learn search object for one family, per its params."
+LARGE_ROWS = 50_000   # from this many training rows, a family whose strategy the params leave unset is searched by successive halving
+
+def search_strategy(fp: FamilyParams, n_rows: int|None=None) -> str:
+    "The family's strategy: as the params say, else successive halving for large data (else the default)."
+    if 'strategy' not in fp.model_fields_set and fp.strategy == 'random' and (n_rows or 0) >= LARGE_ROWS: return 'halving'
+    return fp.strategy
+
+def make_search(family: str, fp: FamilyParams, schema: DataSchema, params: Params, n_rows: int|None=None):
+    "The scikit-learn search object for one family, per its params (`n_rows`: the training rows, for the default strategy)."
     space = check_space(family, params.task, fp.space or default_space(family, params.task))
     grid = {f'model__{k}': v for k, v in space.items()}
     pipe = build_pipeline(family, schema, params.seed)
     classes = schema.classes or []
     scoring = sklearn_scoring(params.models.metric, params.task, len(classes) or 2, pos_label=classes[1] if len(classes) == 2 else None)
-    common = dict(scoring=scoring, cv=_cv(params), n_jobs=params.models.n_jobs, refit=True, error_score='raise')
-    n_grid = len(ParameterGrid(grid))
-    if fp.strategy == 'grid': return GridSearchCV(pipe, grid, **common)
-    if fp.strategy == 'random': return RandomizedSearchCV(pipe, grid, n_iter=min(fp.n_iter, n_grid), random_state=params.seed, **common)
+    # no refit: the train step fits the chosen candidate on the whole training split anyway
+    common = dict(scoring=scoring, cv=_cv(params), n_jobs=params.models.n_jobs, refit=False, error_score='raise')
+    n_grid, strategy = len(ParameterGrid(grid)), search_strategy(fp, n_rows)
+    if strategy == 'grid': return GridSearchCV(pipe, grid, **common)
+    if strategy == 'random': return RandomizedSearchCV(pipe, grid, n_iter=min(fp.n_iter, n_grid), random_state=params.seed, **common)
     common.pop('error_score')
     return HalvingRandomSearchCV(pipe, grid, n_candidates=min(fp.n_iter, n_grid), factor=2, min_resources='exhaust', random_state=params.seed, **common)
 
@@ -125,9 +137,10 @@ def tune_family(X: pd.DataFrame, # training features
                ) -> TuneResult:
     "Run the family's search with cross-validation and return its best candidate."
     fp = params.models.families.get(family) or FamilyParams()
-    search = make_search(family, fp, schema, params)
+    search = make_search(family, fp, schema, params, n_rows=len(X))
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
+    from mlops_lib.dask_backend import search_context  # local, or joblib's Dask backend (models.backend)
+    with warnings.catch_warnings(), search_context(params, search):
         warnings.simplefilter('ignore', category=UserWarning)
         search.fit(X, y)
     sign = 1.0 if higher_is_better(params.models.metric) else -1.0
@@ -135,7 +148,7 @@ def tune_family(X: pd.DataFrame, # training features
     i = search.best_index_
     return TuneResult(family, params.models.metric, {k.removeprefix('model__'): v for k, v in search.best_params_.items()},
                       float(sign * cvr.mean_test_score[i]), float(cvr.std_test_score[i]), len(cvr), time.perf_counter() - t0,
-                      cvr.assign(mean_test_score=sign * cvr.mean_test_score), search.best_estimator_)
+                      cvr.assign(mean_test_score=sign * cvr.mean_test_score), getattr(search, 'best_estimator_', None))
 
 # %% ../nbs/07_models.ipynb #fb67e603
 def best_result(results: list[TuneResult]) -> TuneResult:

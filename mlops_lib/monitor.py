@@ -4,7 +4,8 @@
 
 # %% ../nbs/10_monitor.ipynb #476c7fa3
 from __future__ import annotations
-import html, posixpath, re
+from .data import DataError
+import html, json, math, posixpath, re, sys
 from pathlib import Path
 import yaml
 import numpy as np
@@ -12,12 +13,14 @@ import pandas as pd
 import plotly.graph_objects as go
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
-from .config import MonitorParams
+from .config import MonitorParams, UserError
 
 # %% auto #0
-__all__ = ['MISSING', 'DRIFT_COLUMNS', 'psi', 'numeric_drift', 'categorical_drift', 'feature_drift', 'dataset_drift',
-           'prediction_drift', 'drift_report', 'drift_figures', 'drift_metrics', 'drift_html', 'reference_data',
-           'model_outputs', 'monitor_batch']
+__all__ = ['MISSING', 'DRIFT_COLUMNS', 'FLAG_RULES', 'psi', 'numeric_drift', 'categorical_drift', 'feature_drift',
+           'dataset_drift', 'prediction_drift', 'drift_report', 'drift_figures', 'drift_metrics', 'drift_html',
+           'flag_summary', 'flag_metrics', 'drift_gauges', 'MonitorError', 'metric_dropped', 'alert_payload',
+           'send_alert', 'read_labels', 'join_labels', 'reference_data', 'model_outputs', 'monitor_batch',
+           'serving_log_dir', 'log_window', 'monitor_log']
 
 # %% ../nbs/10_monitor.ipynb #99ae76d1
 MISSING = '<missing>'
@@ -26,7 +29,7 @@ def _numeric(s: pd.Series, side: str) -> np.ndarray:
     "The non-missing values of `s` as floats; a clear error when it holds text."
     v = pd.to_numeric(s.astype(float) if pd.api.types.is_bool_dtype(s) else s, errors='coerce')
     bad = s[v.isna() & s.notna()]
-    if len(bad): raise ValueError(f"{side}: column '{s.name}' should be numeric but holds {bad.iloc[0]!r} ({len(bad)} such values)")
+    if len(bad): raise DataError(f"{side}: column '{s.name}' should be numeric but holds {bad.iloc[0]!r} ({len(bad)} such values)")
     return v.dropna().to_numpy(dtype='float64')
 
 def _category(v) -> str:
@@ -107,8 +110,8 @@ DRIFT_COLUMNS = ['feature', 'kind', 'test', 'statistic', 'p_value', 'psi', 'psi_
 def _check_frame(df: pd.DataFrame, cols: list[str], source: str):
     "Raise a one-line error when `df` is empty or lacks some of `cols`."
     missing = [c for c in cols if c not in df.columns]
-    if missing: raise ValueError(f"{source}: missing column(s) {', '.join(map(repr, missing))}; expected the training features {cols}")
-    if not len(df): raise ValueError(f"{source}: has 0 rows; there is nothing to compare with the reference")
+    if missing: raise DataError(f"{source}: missing column(s) {', '.join(map(repr, missing))}; expected the training features {cols}")
+    if not len(df): raise DataError(f"{source}: has 0 rows; there is nothing to compare with the reference")
 
 # %% ../nbs/10_monitor.ipynb #2099a96e
 def feature_drift(reference: pd.DataFrame, # the training data
@@ -173,9 +176,9 @@ def drift_report(reference: pd.DataFrame, # the training data
     table = feature_drift(reference, current, numeric, categorical, cfg, source)
     pred = None if ref_pred is None or cur_pred is None else prediction_drift(ref_pred, cur_pred, None, cfg)
     tgt = None
-    if target and target in reference.columns and target in current.columns:
+    if target and target in reference.columns and target in current.columns and current[target].notna().any():
         kind = {'classification': 'categorical', 'regression': 'numeric'}.get(task) or _kind(reference[target])
-        tgt = dict(column=target, kind=kind, **(numeric_drift if kind == 'numeric' else categorical_drift)(reference[target], current[target], cfg))
+        tgt = dict(column=target, kind=kind, **(numeric_drift if kind == 'numeric' else categorical_drift)(reference[target], current[target].dropna(), cfg))
     return dict(features=table, summary=dataset_drift(table, cfg), prediction=pred, target=tgt, params=cfg.model_dump())
 
 # %% ../nbs/10_monitor.ipynb #88945951
@@ -251,6 +254,7 @@ def _fmt(v) -> str:
     if isinstance(v, (list, tuple)): return ', '.join(map(str, v)) or '—'
     if isinstance(v, (bool, np.bool_)): return 'yes' if v else 'no'
     if isinstance(v, float): return '—' if np.isnan(v) else f'{v:.4g}'
+    if isinstance(v, dict): return ', '.join(f'{k}: {_fmt(x)}' for k, x in v.items()) or '—'
     return str(v)
 
 def _kv_table(d: dict) -> str:
@@ -271,11 +275,105 @@ def drift_html(report: dict,   # from `drift_report`
     parts = [f"<h1>{html.escape(title)}</h1>", verdict, '<h2>Summary</h2>', _kv_table(s)]
     for k in ('prediction', 'target'):
         if report.get(k): parts += [f'<h2>{k.capitalize()} drift</h2>', _kv_table(report[k])]
+    if report.get('flags'): parts += ['<h2>Schema flags</h2>', _kv_table(report['flags'])]
     if report.get('params'): parts += ['<h2>Thresholds</h2>', _kv_table(report['params'])]
     parts += ['<h2>Features</h2>', report['features'].to_html(index=False, na_rep='—', float_format='{:.4g}'.format, border=0)]
     parts += [f.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f'fig-{i}') for i, f in enumerate(figures.values())]
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style></head>"
             f"<body>{''.join(parts)}</body></html>")
+
+# %% ../nbs/10_monitor.ipynb #6deea5f4
+FLAG_RULES = ('out_of_range', 'unknown_category', 'missing')
+
+def flag_summary(flags: pd.Series|None, # the `_flags` column ('' or 'col:rule;col:rule'), or None
+                 top: int=10, # columns listed in `by_column`
+                ) -> dict|None:
+    "Flagged rows and share, flags by rule and the most flagged columns; None without flags."
+    if flags is None: return None
+    f = flags.fillna('').astype(str)
+    entries = [e.rpartition(':') for v in f[f != ''] for e in v.split(';') if e]
+    rules, cols = (pd.Series([e[i] for e in entries], dtype=object).value_counts() for i in (2, 0))
+    return dict(rows=len(f), flagged=int((f != '').sum()), share=float((f != '').mean()) if len(f) else 0.0,
+                by_rule={**{r: int(rules.get(r, 0)) for r in FLAG_RULES}, **{r: int(n) for r, n in rules.items() if r not in FLAG_RULES}},
+                by_column={c: int(n) for c, n in cols.head(top).items()})
+
+# %% ../nbs/10_monitor.ipynb #cb387254
+def flag_metrics(flags: dict|None) -> dict[str, float]:
+    "MLflow metrics of a flag summary: flagged_share, flagged_rows, flags_<rule>."
+    if not flags: return {}
+    return dict(flagged_share=float(flags['share']), flagged_rows=float(flags['flagged']), **{_metric_name(f'flags_{r}', set()): float(n) for r, n in flags['by_rule'].items()})
+
+# %% ../nbs/10_monitor.ipynb #a81487c0
+def _clean(v):
+    "`v` with numpy scalars made Python and non-finite floats made None (strict JSON)."
+    if isinstance(v, dict): return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)): return [_clean(x) for x in v]
+    if hasattr(v, 'item') and not isinstance(v, (str, bytes)): v = v.item()
+    if isinstance(v, float) and not math.isfinite(v): return None
+    return v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
+
+def drift_gauges(report: dict, # from `drift_report`
+                 model: str, version: str, # the monitored model
+                 timestamp: str, # when (UTC, ISO 8601)
+                ) -> dict:
+    "The gauge fields of `latest.json`."
+    s, p = report['summary'], report.get('prediction')
+    feats = {r.feature: dict(drifted=bool(r.drifted), statistic=r.statistic, p_value=r.p_value, psi=r.psi) for r in report['features'].itertuples()}
+    return _clean(dict(model=model, version=str(version), timestamp=timestamp, dataset_drift=bool(s['dataset_drift']), share_drifted=float(s['share_drifted']),
+                       prediction_drift=None if not p else bool(p['drifted']), features=feats))
+
+# %% ../nbs/10_monitor.ipynb #ed7cdf56
+class MonitorError(UserError, ValueError):
+    "A monitoring input that cannot be used (empty log, empty window, labels that match nothing...)."
+
+def metric_dropped(live: float|None, test: float|None, metric: str, drop: float) -> bool:
+    "True when the live metric is worse than the test metric by at least `drop` (in the metric's direction)."
+    from mlops_lib.config import higher_is_better
+    if live is None or test is None or not (math.isfinite(live) and math.isfinite(test)): return False
+    return (test - live if higher_is_better(metric) else live - test) >= drop
+
+# %% ../nbs/10_monitor.ipynb #4f958127
+def alert_payload(summary: dict, # the monitoring summary
+                  event: str,    # 'drift' (drift or a metric drop found) or 'retrain' (its result)
+                  decision: str, # what the run decided, e.g. 'retrain' or 'no retrain (monitor.retrain_on_drift is off)'
+                 ) -> dict:
+    "The JSON body of an alert."
+    s, rp = summary['summary'], Path(summary['report_path'])
+    keys = ('model', 'version', 'current', 'rows', 'live_metric', 'test_metric', 'metric', 'metric_drop', 'run_id', 'flags', 'retrain', 'retrain_version', 'retrain_reason')
+    return _clean(dict(event=event, decision=decision, created=summary.get('created'), dataset_drift=bool(s['dataset_drift']), share_drifted=s['share_drifted'],
+                       drifted_features=list(s['drifted_features']), prediction_drift=None if not summary.get('prediction') else bool(summary['prediction']['drifted']),
+                       report=str(rp), report_uri=rp.resolve().as_uri(), **{k: summary.get(k) for k in keys if k in summary}))
+
+def send_alert(url: str, payload: dict, timeout: float=5.0) -> str|None:
+    "POST `payload` as JSON; None when delivered, else the error (one warning line on stderr; never raises)."
+    import requests
+    try:
+        r = requests.post(url, data=json.dumps(payload), headers={'Content-Type': 'application/json'}, timeout=timeout)
+        r.raise_for_status(); return None
+    except Exception as ex:
+        err = f"{type(ex).__name__}: {(str(ex).splitlines() or [''])[0][:200]}"
+        print(f"warning: alert to {url} not delivered ({err}); monitoring goes on", file=sys.stderr)
+        return err
+
+# %% ../nbs/10_monitor.ipynb #c7e22b41
+def read_labels(path: str|Path, target: str) -> pd.DataFrame:
+    "A labels file as `request_id` (string) and `target`, one row per id."
+    from mlops_lib.data import read_table
+    p = Path(path)
+    df = pd.read_csv(p, dtype={'request_id': str}) if p.suffix.lower() == '.csv' and p.is_file() and p.stat().st_size else read_table(p)
+    missing = [c for c in ('request_id', target) if c not in df.columns]
+    if missing: raise MonitorError(f"{path}: missing column(s) {', '.join(map(repr, missing))}; expected request_id and the target {target!r}, found {', '.join(map(str, df.columns[:10]))}")
+    df = df[['request_id', target]].dropna()
+    return df.assign(request_id=df.request_id.astype(str)).drop_duplicates('request_id', keep='last').reset_index(drop=True)
+
+def join_labels(cur: pd.DataFrame, labels: pd.DataFrame, target: str, labels_source: str, source: str) -> pd.DataFrame:
+    "`cur` with its `target` column taken from `labels` by request id (missing where unlabelled)."
+    if 'request_id' not in cur.columns: raise MonitorError(f"{source}: has no request_id column to join the labels of {labels_source} on")
+    ids = cur.request_id.astype(str)
+    lab = labels.set_index('request_id')[target]
+    if not ids.isin(lab.index).any():
+        raise MonitorError(f"{labels_source}: none of its {len(labels)} request ids is among the {len(cur)} rows of {source} (e.g. {labels.request_id.iloc[0] if len(labels) else 'none'!r}); expected ids from the log's request_id column")
+    return cur.drop(columns=[target], errors='ignore').assign(**{target: ids.map(lab).to_numpy()})
 
 # %% ../nbs/10_monitor.ipynb #b3aef29c
 def reference_data(lm) -> pd.DataFrame:
@@ -307,28 +405,55 @@ def _retrain(P, labelled: pd.DataFrame, out: Path, uri: str) -> dict:
     return next(s for s in r.steps if s['step'] == '40_train')
 
 # %% ../nbs/10_monitor.ipynb #55a675d4
+def _alerts(P, summary: dict, retrain: bool, drift: bool, lab_ok: bool) -> tuple[str, list]:
+    "The decision after drift or a metric drop, and the alert that says so (when `monitor.alert_url` is set)."
+    found = drift or bool(summary['prediction'] and summary['prediction']['drifted']) or summary['metric_drop']
+    if not found: return '', []
+    decision = ('retrain' if retrain and drift and lab_ok else 'no retrain: the batch has no labelled rows' if retrain and drift
+                else 'no retrain: retraining starts on dataset drift only' if retrain else 'no retrain (monitor.retrain_on_drift is off)')
+    if not P.monitor.alert_url: return decision, []
+    err = send_alert(P.monitor.alert_url, alert_payload(summary, 'drift', decision), P.monitor.alert_timeout)
+    return decision, [dict(event='drift', delivered=err is None, error=err)]
+
+def _write_summaries(summary: dict, rep: dict, out: Path):
+    "summary.json in the report folder, outputs/monitor/latest.json and outputs/monitor/<model>/latest.json (with the gauges)."
+    from mlops_lib.config import atomic_path, outputs_dir
+    latest = {**_clean(summary), **drift_gauges(rep, summary['model'], summary['version'], summary['timestamp'])}
+    for p, d in ((out/'summary.json', summary), (outputs_dir()/'monitor'/'latest.json', summary), (outputs_dir()/'monitor'/summary['model']/'latest.json', latest)):
+        with atomic_path(p) as tmp: tmp.write_text(json.dumps(_clean(d), indent=1))
+
+# %% ../nbs/10_monitor.ipynb #05753a3a
 def monitor_batch(params_file: str, # the project's params
-                  current: str|Path, # the batch (.csv or .parquet)
+                  current: str|Path|pd.DataFrame, # the batch (.csv or .parquet), or its rows
                   alias: str='champion', # which model's training data is the reference
                   uri: str|None=None, # tracking URI (default: from the params)
                   retrain: bool|None=None, # retrain on drift (default: params monitor.retrain_on_drift)
                   out_dir: str|Path|None=None, # report folder (default outputs/monitor/<name>-<time>)
                   run_id: str|None=None, # log into this MLflow run (the 60_monitor step's) instead of a new one
+                  labels: str|Path|None=None, # a file of request_id + target: labels that came later, joined by request id
+                  source: str|None=None, # how the batch is named in messages (default: its file name)
                  ) -> dict:
-    "Drift of a batch against the champion's training data: report files, an MLflow run, and optionally a retrain."
-    import json, time, mlflow
+    "Drift of a batch against the champion's training data: report files, an MLflow run, alerts, and optionally a retrain."
+    import time, mlflow
+    from mlflow import MlflowClient
     from mlops_lib.config import atomic_path, load_params, outputs_dir, tracking_uri
     from mlops_lib.data import read_table
     from mlops_lib.schema import validate_frame
     from mlops_lib.tracking import load_model, setup_tracking
     P = load_params(params_file)
+    frame = isinstance(current, pd.DataFrame)
+    src = source or ('current batch' if frame else str(current))
+    name = source or ('current batch' if frame else Path(current).name)
+    cur = current if frame else read_table(current)
+    if labels is not None: cur = join_labels(cur, read_labels(labels, P.target), P.target, str(labels), src)
     uri = uri or tracking_uri(P)
     setup_tracking(uri, P.name)
     lm = load_model(P.name, alias)
-    ref, cur = reference_data(lm), read_table(current)
-    S = lm.schema
-    rep = drift_report(ref, cur, S.numeric, S.categorical, P.monitor, target=P.target, task=P.task, source=str(current))
-    ok = validate_frame(cur, S, source=str(current)).valid  # the rows the model can score (in range, known categories)
+    ref, S = reference_data(lm), lm.schema
+    rep = drift_report(ref, cur, S.numeric, S.categorical, P.monitor, target=P.target, task=P.task, source=src)
+    vr = validate_frame(cur, S, source=src)
+    ok = vr.valid  # the rows the model can score
+    rep['flags'] = flag_summary(cur['_flags'] if '_flags' in cur.columns else getattr(vr, 'flags', None))
     ref_pred = model_outputs(lm.model, ref[S.feature_names], P.task)
     cur_pred = model_outputs(lm.model, ok[S.feature_names], P.task) if len(ok) else None
     rep['prediction'] = prediction_drift(ref_pred, cur_pred, None, P.monitor) if cur_pred is not None else None
@@ -340,35 +465,79 @@ def monitor_batch(params_file: str, # the project's params
     figs = drift_figures(rep, ref, cur, ref_pred=ref_pred, cur_pred=cur_pred)
     out = Path(out_dir) if out_dir else outputs_dir()/'monitor'/f"{P.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    title = f"{P.name} v{lm.version}: drift of {Path(current).name}"
+    title = f"{P.name} v{lm.version}: drift of {name}"
     with atomic_path(out/'drift.html') as tmp: tmp.write_text(drift_html(rep, figs, title), encoding='utf-8')
     with atomic_path(out/'features.csv') as tmp: rep['features'].to_csv(tmp, index=False)
-    s = rep['summary']
-    metrics = {**drift_metrics(rep), **({f'live_{P.promotion.metric}': live} if live is not None else {})}
-    summary = dict(created=time.strftime('%Y-%m-%dT%H:%M:%S'), model=P.name, version=lm.version, current=str(current), rows=len(cur), rows_valid=len(ok),
-                   summary={k: (v.item() if hasattr(v, 'item') else v) for k, v in s.items()}, prediction=rep['prediction'], target=rep['target'],
-                   live_metric=live, test_metric=lm.metrics.get(P.promotion.metric), metric=P.promotion.metric, report_path=str(out/'drift.html'))
+    s, test = rep['summary'], lm.metrics.get(P.promotion.metric)
+    drop = metric_dropped(live, test, P.promotion.metric, P.monitor.metric_drop)
+    metrics = {**drift_metrics(rep), **flag_metrics(rep['flags']), **({f'live_{P.promotion.metric}': live} if live is not None else {})}
+    summary = dict(created=time.strftime('%Y-%m-%dT%H:%M:%S'), timestamp=pd.Timestamp.now(tz='UTC').isoformat(), model=P.name, version=lm.version, current=src, rows=len(cur), rows_valid=len(ok),
+                   summary={k: (v.item() if hasattr(v, 'item') else v) for k, v in s.items()}, prediction=rep['prediction'], target=rep['target'], flags=rep['flags'],
+                   live_metric=live, test_metric=test, metric=P.promotion.metric, metric_drop=drop, report_path=str(out/'drift.html'))
     while mlflow.active_run(): mlflow.end_run()
-    with (mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name=f'monitor-{Path(current).stem}', tags={'mlops.kind': 'monitor'})) as run:
-        mlflow.set_tags({'model_version': lm.version, 'current': str(current), 'dataset_drift': str(bool(s['dataset_drift']))})
+    with (mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name=f'monitor-{Path(name).stem}'[:200], tags={'mlops.kind': 'monitor'})) as run:
+        mlflow.set_tags({'model_version': lm.version, 'current': src[:5000], 'dataset_drift': str(bool(s['dataset_drift'])), 'metric_drop': str(drop)})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
         mlflow.log_artifact(str(out/'drift.html')); mlflow.log_artifact(str(out/'features.csv'))
         summary['run_id'] = run.info.run_id
         retrain = P.monitor.retrain_on_drift if retrain is None else retrain
+        summary['decision'], summary['alerts'] = _alerts(P, summary, retrain, bool(s['dataset_drift']), P.target in cur.columns and len(lab) > 0)
         if retrain and s['dataset_drift']:
-            if P.target not in cur.columns: summary['retrain'] = f"drift found but {current} has no '{P.target}' column: cannot retrain"
+            if P.target not in cur.columns or not len(lab): summary['retrain'] = f"drift found but {name} has no labelled rows ('{P.target}'): cannot retrain"
             else:
                 rec = _retrain(P, lab, out, uri)
-                summary['retrain'] = rec.get('decision', '')
+                v = None if rec.get('version') is None else str(rec['version'])
+                # the gate's outcome as the new version records it ('promoted' or 'rejected'), and the gate's sentence
+                outcome = MlflowClient(uri, uri).get_model_version(P.name, v).tags.get('promotion.decision') if v else None
+                summary['retrain'], summary['retrain_version'] = outcome or rec.get('decision', ''), v
+                summary['retrain_reason'] = rec.get('decision', '')
                 mlflow.set_tag('retrain', summary['retrain'])
-    for p in (out/'summary.json', outputs_dir()/'monitor'/'latest.json'):
-        with atomic_path(p) as tmp: tmp.write_text(json.dumps(summary, indent=1, default=str))
+                if P.monitor.alert_url:
+                    err = send_alert(P.monitor.alert_url, alert_payload(summary, 'retrain', summary['decision']), P.monitor.alert_timeout)
+                    summary['alerts'].append(dict(event='retrain', delivered=err is None, error=err))
     verdict = f"DATASET DRIFT: {s['n_drifted']} of {s['n_features']} features drifted ({', '.join(s['drifted_features'][:6])})" if s['dataset_drift'] else f"no dataset drift ({s['n_drifted']} of {s['n_features']} features drifted)"
     pd_ = f"; prediction drift: {'yes' if rep['prediction']['drifted'] else 'no'}" if rep['prediction'] else ''
-    lv = f"; live {P.promotion.metric} {live:.4g} vs test {lm.metrics.get(P.promotion.metric, float('nan')):.4g}" if live is not None else ''
-    rt = f"; retrain: {summary['retrain']}" if summary.get('retrain') else ''
+    lv = f"; live {P.promotion.metric} {live:.4g} vs test {test if test is not None else float('nan'):.4g}{' (METRIC DROP)' if drop else ''}" if live is not None else ''
+    fl = f"; {rep['flags']['flagged']} of {rep['flags']['rows']} rows flagged by the schema ({', '.join(f'{k} {v}' for k, v in rep['flags']['by_rule'].items() if v)})" if rep['flags'] and rep['flags']['flagged'] else ''
+    rt = f"; retrain: {summary.get('retrain_reason') or summary['retrain']}" if summary.get('retrain') else ''
+    al = ''.join(f"; alert ({a['event']}) {'sent' if a['delivered'] else 'NOT delivered'}" for a in summary['alerts'])
     bad = len(cur) - len(ok)
-    iv = ('' if not bad else f"; none of the {len(cur)} rows passes the model's schema (ranges, categories), so no prediction drift or live metric" if not len(ok)
+    iv = ('' if not bad else f"; none of the {len(cur)} rows passes the model's contract (declared constraints), so no prediction drift or live metric" if not len(ok)
           else f"; {bad} of {len(cur)} rows fail the model's schema and are left out of prediction drift and the live metric")
-    summary['message'] = f"{P.name} v{lm.version} vs {Path(current).name}: {verdict}{pd_}{lv}{iv}{rt}. Report: {out/'drift.html'}"
+    summary['message'] = f"{P.name} v{lm.version} vs {name}: {verdict}{pd_}{lv}{fl}{iv}{rt}{al}. Report: {out/'drift.html'}"
+    _write_summaries(summary, rep, out)
     return {**summary, 'report': rep, 'figures': figs}
+
+# %% ../nbs/10_monitor.ipynb #239b69cd
+def serving_log_dir(model: str) -> Path:
+    "Where the REST service logs the rows it scores for `model`."
+    from mlops_lib.config import outputs_dir
+    return outputs_dir()/'serving'/model
+
+def log_window(folder: str|Path, since: str|pd.Timestamp|None=None, last: int|None=None) -> tuple[pd.DataFrame, str]:
+    "The rows of a prediction-log window and a name for them; one-line errors for an empty log or window."
+    from mlops_lib.predlog import log_segments, parse_since, read_log
+    if not log_segments(folder): raise MonitorError(f"{folder}: the prediction log is empty (no log-*.parquet segment yet); it fills while `mlops serve` answers requests")
+    df = read_log(folder, since=since, last=last)
+    if not len(df):
+        newest = read_log(folder, last=1).timestamp.iloc[0]
+        raise MonitorError(f"{folder}: no logged rows since {since!s} ({parse_since(since):%Y-%m-%d %H:%M:%S} UTC); the newest row is from {newest:%Y-%m-%d %H:%M:%S} UTC, so widen --since")
+    what = ' '.join(filter(None, [f'since {since}' if since is not None else '', f'last {last}' if last else ''])) or 'all rows'
+    return df, f"prediction log ({what}: {len(df)} rows, {df.timestamp.min():%Y-%m-%d %H:%M} to {df.timestamp.max():%Y-%m-%d %H:%M} UTC)"
+
+# %% ../nbs/10_monitor.ipynb #7556635f
+def monitor_log(params_file: str, # the project's params (its name is the model and the log folder)
+                since: str|pd.Timestamp|None=None, # rows at or after this time: '24h', '30m', '7d' or a timestamp
+                last: int|None=None, # or only the newest N rows
+                labels: str|Path|None=None, # a file of request_id + target, joined by request id (live metric, target drift)
+                folder: str|Path|None=None, # the log folder (default outputs/serving/<model>)
+                **kw, # passed on to `monitor_batch` (alias, uri, retrain, out_dir, run_id)
+               ) -> dict:
+    "Drift of served traffic: `monitor_batch` on a window of the prediction log."
+    from mlops_lib.config import load_params
+    P = load_params(params_file)
+    df, what = log_window(folder or serving_log_dir(P.name), since, last)
+    r = monitor_batch(params_file, df, labels=labels, source=what, **kw)
+    versions = sorted(set(df.model_version.dropna().astype(str))) if 'model_version' in df.columns else []
+    if versions and versions != [str(r['version'])]: r['message'] += f" (the window was served by version(s) {', '.join(versions)}; drift is measured against v{r['version']})"
+    return r

@@ -4,19 +4,21 @@
 
 # %% ../nbs/09_pipeline.ipynb #2f447d9d
 from __future__ import annotations
-import json, subprocess, time
+import json, os, secrets, socket, subprocess, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Param
 from . import __version__
-from .config import Params, UserError, atomic_path, load_params, outputs_dir, project_root, sigterm_as_interrupt, tracking_uri
+from .config import Params, UsageError, UserError, atomic_path, load_params, outputs_dir, project_root, sigterm_as_interrupt, tracking_uri
 from .tracking import setup_tracking
 
 # %% auto #0
-__all__ = ['STEPS', 'DEFAULT_STEPS', 'parse_steps', 'StepContext', 'start_step', 'StepFailed', 'kernel_name', 'git_commit',
-           'RunResult', 'run_pipeline']
+__all__ = ['STEPS', 'DEFAULT_STEPS', 'WARM_MODULES', 'RESET_CODE', 'parse_steps', 'StepContext', 'process_tags', 'process_gone',
+           'mark_stale_runs', 'start_step', 'StepFailed', 'kernel_name', 'git_commit', 'RunResult', 'warm_code',
+           'StepKernel', 'take_kernel', 'give_back', 'shutdown_kernels', 'execute_step', 'atomic_notebook_writes',
+           'check_spaces', 'RunFolderError', 'make_run_dir', 'run_pipeline']
 
 # %% ../nbs/09_pipeline.ipynb #879cd01a
 STEPS = {'ingest': '10_ingest', 'eda': '20_eda', 'tune': '30_tune', 'train': '40_train', 'predict': '50_predict', 'monitor': '60_monitor'}
@@ -27,7 +29,7 @@ def parse_steps(spec: str|list|None) -> list[str]:
     if not spec: return list(DEFAULT_STEPS)
     names = [s.strip() for s in spec.split(',')] if isinstance(spec, str) else list(spec)
     bad = [s for s in names if s not in STEPS]
-    if bad: raise ValueError(f"unknown step '{bad[0]}' in --steps; expected some of {', '.join(STEPS)}")
+    if bad: raise UsageError(f"unknown step '{bad[0]}' in --steps; expected some of {', '.join(STEPS)}")
     return [s for s in STEPS if s in names]
 
 # %% ../nbs/09_pipeline.ipynb #89019f1e
@@ -58,6 +60,44 @@ class StepContext:
         mlflow.end_run()
         return out
 
+# %% ../nbs/09_pipeline.ipynb #bd9cbd0f
+def _proc_stat(pid: int) -> list[str]:
+    "Fields of /proc/<pid>/stat after the command name (state first), or [] when unreadable."
+    try: return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    except (OSError, IndexError): return []
+
+def process_tags() -> dict:
+    "Tags recording which process runs an MLflow run (host, pid, the pid's start tick), so a later command can tell it is gone."
+    st = _proc_stat(os.getpid())
+    return {'mlops.host': socket.gethostname(), 'mlops.pid': str(os.getpid()), 'mlops.pid_start': st[19] if len(st) > 19 else ''}
+
+def process_gone(tags: dict) -> bool:
+    "True when the run's process (from `process_tags`) was on this host and no longer runs (exited, a zombie, or its pid reused)."
+    if tags.get('mlops.host') != socket.gethostname() or not str(tags.get('mlops.pid', '')).isdigit(): return False
+    pid = int(tags['mlops.pid'])
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return True
+    except PermissionError: pass
+    st = _proc_stat(pid)
+    if not st: return False  # no /proc: alive as far as we can tell
+    return st[0] == 'Z' or bool(tags.get('mlops.pid_start')) and len(st) > 19 and st[19] != tags['mlops.pid_start']
+
+# %% ../nbs/09_pipeline.ipynb #6101d6be
+def mark_stale_runs(client: MlflowClient, experiment_ids: list[str], by: str='mlops') -> list[str]:
+    "Mark RUNNING runs whose process is gone (and their RUNNING descendants) KILLED with a tag saying why; return their ids."
+    running = {r.info.run_id: r for r in client.search_runs(experiment_ids, "attributes.status = 'RUNNING'", max_results=5000)}
+    why = {rid: f"process {r.data.tags['mlops.pid']} on {r.data.tags['mlops.host']} is gone" for rid, r in running.items() if process_gone(r.data.tags)}
+    grew = True
+    while grew:  # children (the kernel's nested runs) of a stale run are stale too
+        new = {rid: f"its parent run {r.data.tags['mlflow.parentRunId']} was killed" for rid, r in running.items()
+               if rid not in why and r.data.tags.get('mlflow.parentRunId') in why}
+        why.update(new); grew = bool(new)
+    stamp = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
+    for rid, w in why.items():
+        client.set_tag(rid, 'mlops.killed_reason', f"{w}; marked KILLED by {by} at {stamp}")
+        client.set_terminated(rid, 'KILLED')
+    return list(why)
+
 # %% ../nbs/09_pipeline.ipynb #439c5ceb
 def start_step(step: str, # the step name
                params_file: str, # the params YAML
@@ -73,7 +113,7 @@ def start_step(step: str, # the step name
     rd = Path(run_dir) if run_dir else outputs_dir()/'runs'/f'interactive-{params.name}'
     (rd/'steps').mkdir(parents=True, exist_ok=True)
     while mlflow.active_run(): mlflow.end_run()
-    run = mlflow.start_run(run_id=step_run_id) if step_run_id else mlflow.start_run(run_name=step, parent_run_id=parent_run_id, tags={'mlops.step': step})
+    run = mlflow.start_run(run_id=step_run_id) if step_run_id else mlflow.start_run(run_name=step, parent_run_id=parent_run_id, tags={'mlops.step': step, **process_tags()})
     return StepContext(step, params, Path(params_file), rd, run.info.run_id, uri)
 
 # %% ../nbs/09_pipeline.ipynb #9392efbc
@@ -118,11 +158,11 @@ class RunResult:
 
     def table(self) -> str:
         "The summary as a text table."
+        import pandas as pd
         rows = [(s['step'], f"{s['seconds']:.1f}", s.get('key', ''), s.get('decision', '')) for s in self.steps]
-        head = ('step', 'seconds', 'key metric', 'champion decision')
-        w = [max(len(str(r[i])) for r in [head, *rows]) for i in range(4)]
-        fmt = lambda r: '  '.join(str(x).ljust(w[i]) for i, x in enumerate(r)).rstrip()
-        return '\n'.join([fmt(head), fmt(['-' * x for x in w]), *map(fmt, rows)])
+        df = pd.DataFrame(rows, columns=['step', 'seconds', 'key metric', 'champion decision'], dtype=str)
+        left = {c: f'{{:<{df[c].str.len().max()}}}'.format for c in df.columns} if len(df) else None
+        return '\n'.join(line.rstrip() for line in df.to_string(index=False, justify='left', formatters=left).splitlines())
 
 # %% ../nbs/09_pipeline.ipynb #cba0e9b1
 def _key(rec: dict) -> tuple[str, str]:
@@ -132,6 +172,185 @@ def _key(rec: dict) -> tuple[str, str]:
     shown = f"{k}={v:,}" if isinstance(v, int) else f"{k}={v:.4g}" if isinstance(v, float) else str(rec.get('key', ''))
     return shown, str(rec.get('decision', ''))
 
+# %% ../nbs/09_pipeline.ipynb #19feefce
+WARM_MODULES = ('numpy', 'pandas', 'scipy', 'sklearn', 'mlflow', 'pandera', 'plotly.graph_objects', 'plotly.express', 'tqdm.auto',
+                'mlops_lib.config', 'mlops_lib.data', 'mlops_lib.schema', 'mlops_lib.eda', 'mlops_lib.models', 'mlops_lib.evaluate',
+                'mlops_lib.tracking', 'mlops_lib.pipeline')
+
+def warm_code(uri: str|None=None, # tracking URI whose store to open ahead (None: none)
+              modules: tuple=WARM_MODULES, # modules to import
+             ) -> str:
+    "Kernel code that imports `modules` (and opens the tracking store) leaving no name in the user namespace."
+    store = f"    import mlflow\n    mlflow.set_tracking_uri({uri!r}); mlflow.MlflowClient().search_experiments(max_results=1)\n" if uri else ''
+    return (f"def _mlops_warm():\n    import importlib\n    for m in {tuple(modules)!r}: importlib.import_module(m)\n{store}"
+            "_mlops_warm(); del _mlops_warm")
+
+from jupyter_client import KernelManager
+
+class _TrackingKM(KernelManager):
+    "A kernel manager that remembers the clients it made, so that they can be closed after each step."
+    def client(self, **kw):
+        kc = super().client(**kw)
+        self.__dict__.setdefault('clients', []).append(kc)
+        return kc
+
+    @property
+    def clients(self) -> list: return self.__dict__.setdefault('clients', [])
+
+RESET_CODE = "get_ipython().reset(new_session=True, aggressive=False); __import__('gc').collect()"
+
+class StepKernel:
+    "A kernel for step notebooks: started (and warmed) in the background, its namespace reset before each step."
+    def __init__(self, uri: str|None=None, cwd: str|None=None, name: str|None=None):
+        import threading
+        self.key, self.error = _env_key(cwd, name), None
+        self.km = _TrackingKM(kernel_name=name or kernel_name())
+        self._ready = threading.Thread(target=self._start, args=(uri, cwd), daemon=True)
+        self._ready.start()
+
+    def _start(self, uri, cwd):
+        try:
+            self.km.start_kernel(cwd=cwd or str(project_root()), extra_arguments=['--IPKernelApp.log_level=CRITICAL'])
+            self.run(warm_code(uri))
+        except Exception as ex: self.error = ex
+
+    def run(self, code: str, timeout: float=600) -> None:
+        "Run `code` silently (no execution count, no history); raise RuntimeError when it fails."
+        kc = self.km.client(); kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=60)
+            reply = kc.execute_interactive(code, silent=True, store_history=False, timeout=timeout, output_hook=lambda msg: None)
+            if reply['content']['status'] != 'ok': raise RuntimeError(f"kernel code failed: {reply['content'].get('ename')}: {reply['content'].get('evalue')}")
+        finally: kc.stop_channels()
+
+    def fresh(self):
+        "Wait for the start-up, reset the namespace; the kernel manager to hand to papermill."
+        self._ready.join()
+        if self.error: raise self.error
+        self.run(RESET_CODE)
+        return self.km
+
+    def alive(self) -> bool: return self._ready.is_alive() or (self.error is None and self.km.is_alive())
+
+    def close_clients(self) -> None:
+        "Close the channels papermill's client left open (open zmq sockets hold up the interpreter's exit)."
+        for kc in self.km.clients: kc.stop_channels()
+        self.km.clients.clear()
+
+    def shutdown(self) -> None:
+        "Kill the kernel process at once and remove its connection file (no round trip through an event loop)."
+        import os
+        self._ready.join(); self.close_clients()
+        proc = getattr(getattr(self.km, 'provisioner', None), 'process', None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            try: proc.wait(10)
+            except Exception: pass
+        try: os.remove(self.km.connection_file)
+        except OSError: pass
+
+def _env_key(cwd: str|None, name: str|None) -> tuple:
+    import os
+    return (str(cwd or project_root()), name or kernel_name(), tuple(sorted(os.environ.items())))
+
+# %% ../nbs/09_pipeline.ipynb #6a76557e
+_IDLE: list = []   # warm kernels not running a step now (a run's steps take and give back one; concurrent runs get their own)
+
+def take_kernel(uri: str|None=None, cwd: str|None=None, name: str|None=None) -> StepKernel:
+    "An idle warm kernel for this environment, else a new one (started now)."
+    import atexit, threading
+    global _LOCK
+    if '_LOCK' not in globals():
+        _LOCK = threading.Lock(); atexit.register(shutdown_kernels)
+    key = _env_key(cwd, name)
+    with _LOCK:
+        for k in list(_IDLE):
+            if not k.alive(): _IDLE.remove(k); k.shutdown()
+            elif k.key == key: _IDLE.remove(k); return k
+    return StepKernel(uri, cwd, name)
+
+def give_back(k: StepKernel) -> None:
+    "Keep `k` for the next step."
+    with _LOCK: _IDLE.append(k)
+
+def shutdown_kernels() -> None:
+    "Stop the idle step kernels (at exit)."
+    while _IDLE: _IDLE.pop().shutdown()
+
+def execute_step(nb_path: Path, # the step notebook
+                 out_nb: Path, # where papermill writes the executed notebook (the step's report)
+                 parameters: dict, # papermill parameters
+                 progress: bool=True, # papermill's per-cell progress bar
+                 uri: str|None=None, # tracking URI (its store is opened ahead in a new kernel)
+                 cwd: str|None=None, # the kernel's working folder (default: the project root)
+                ):
+    "Execute one step notebook with papermill in a warm, freshly reset kernel ($MLOPS_STEP_KERNEL=fresh: a new kernel); raises what papermill raises."
+    import os, papermill as pm
+    if os.environ.get('MLOPS_STEP_KERNEL') == 'fresh':   # the old way (a new kernel per step), for benchmarks/pipeline.py
+        return pm.execute_notebook(nb_path, out_nb, kernel_name=kernel_name(), progress_bar=progress, cwd=cwd or str(project_root()),
+                                   extra_arguments=['--IPKernelApp.log_level=CRITICAL'], parameters=parameters)
+    k = take_kernel(uri, cwd)
+    try: km = k.fresh()
+    except BaseException:
+        k.shutdown(); raise
+    try:
+        nb = pm.execute_notebook(nb_path, out_nb, kernel_name=k.km.kernel_name, progress_bar=progress, cwd=cwd or str(project_root()), km=km, parameters=parameters)
+    except BaseException:
+        k.shutdown(); raise
+    k.close_clients()
+    give_back(k)
+    return nb
+
+# %% ../nbs/09_pipeline.ipynb #db75d333
+def atomic_notebook_writes() -> None:
+    "Make papermill write executed notebooks to a temporary name and rename it, so a kill never leaves a truncated `.ipynb`."
+    from papermill.iorw import LocalHandler, papermill_io
+    class AtomicLocalHandler(LocalHandler):
+        def write(self, buf, path):
+            p = Path(self._cwd or '.')/path
+            if not p.parent.is_dir(): raise FileNotFoundError(f"output folder {p.parent} doesn't exist.")
+            with atomic_path(p) as tmp: tmp.write_text(buf, encoding='utf-8')
+    if not any(type(h).__name__ == 'AtomicLocalHandler' for _, h in papermill_io._handlers):
+        papermill_io._handlers = [(s, AtomicLocalHandler() if s == 'local' else h) for s, h in papermill_io._handlers]
+
+# %% ../nbs/09_pipeline.ipynb #72e67066
+def check_spaces(params: Params, params_file: str|Path) -> None:
+    """Check every family's search space; the one-line error names the params file and the key.
+    Spaces that passed under this scikit-learn and mlops_lib are remembered (outputs/cache/spaces.json): an incremental
+    run that reuses every step then never imports scikit-learn, about a second of its few."""
+    import hashlib
+    from importlib.metadata import version
+    memo = outputs_dir()/'cache'/'spaces.json'
+    spaces = {f: fp.space for f, fp in params.models.families.items()}
+    key = hashlib.sha256(json.dumps([version('scikit-learn'), __version__, params.task, spaces], sort_keys=True, default=str).encode()).hexdigest()
+    try: passed = set(json.loads(memo.read_text()))
+    except (OSError, ValueError): passed = set()
+    if key in passed: return
+    from mlops_lib.models import SpaceError, check_space, default_space
+    try:
+        for fam, space in spaces.items(): check_space(fam, params.task, space or default_space(fam, params.task))
+    except SpaceError as ex: raise SpaceError(f"{params_file}: {ex}") from None
+    with atomic_path(memo) as tmp: tmp.write_text(json.dumps(sorted(passed | {key})))
+
+# %% ../nbs/09_pipeline.ipynb #af2f525f
+class RunFolderError(UserError, FileNotFoundError):
+    "A run folder that cannot be used: --run-name names one that exists already, or --resume one that does not."
+
+def make_run_dir(runs: Path, # the runs folder (outputs/runs)
+                 name: str|None, # --run-name: must not exist yet, unless it is the folder resumed
+                 prefix: str, # the project name, for generated names
+                 resume: str|None=None, # --resume: an existing run folder to continue
+                ) -> tuple[str, Path]:
+    "Create the run's folder atomically and return (name, path); generated names are `<prefix>-<UTC timestamp>-<random suffix>`."
+    runs.mkdir(parents=True, exist_ok=True)
+    if resume and not (runs/resume).is_dir(): raise RunFolderError(f"--resume {resume}: no run folder {runs/resume}")
+    if resume and (name or resume) == resume: return resume, runs/resume
+    while True:
+        n = name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
+        try: (runs/n).mkdir(); return n, runs/n   # mkdir is atomic: of two processes, one gets the folder
+        except FileExistsError:
+            if name: raise RunFolderError(f"--run-name {name}: the run folder {runs/name} exists already; pick another name or continue it with --resume {name}") from None
+
 # %% ../nbs/09_pipeline.ipynb #69cdd554
 def run_pipeline(params_file: str|Path, # the params YAML
                  steps: str|list|None=None, # which steps (default: ingest, eda, tune, train)
@@ -140,41 +359,43 @@ def run_pipeline(params_file: str|Path, # the params YAML
                  uri: str|None=None, # tracking URI (overrides params and $MLFLOW_TRACKING_URI)
                  progress: bool=True, # papermill's per-cell progress bar
                  echo=lambda s: print(s, flush=True), # where progress lines go
+                 force: str|None=None, # rerun instead of reusing unchanged steps: 'all', or a step and the ones after it
                 ) -> RunResult:
     "Run the step notebooks with papermill under one MLflow parent run; raise `StepFailed` on a failed step."
     import logging, papermill as pm
-    from mlops_lib.models import check_space, default_space
+    atomic_notebook_writes()
     logging.getLogger('mlflow').setLevel(logging.WARNING)
     params_file = Path(params_file).resolve() if Path(params_file).exists() else project_root()/params_file
     params = load_params(params_file)
-    for fam, fp in params.models.families.items(): check_space(fam, params.task, fp.space or default_space(fam, params.task))
+    check_spaces(params, params_file)
     steps = parse_steps(steps)
     uri = uri or tracking_uri(params)
     exp_id = setup_tracking(uri, params.name)
-    if resume and not (outputs_dir()/'runs'/resume).is_dir(): raise FileNotFoundError(f"--resume {resume}: no run folder {outputs_dir()/'runs'/resume}")
-    run_name = run_name or resume or f"{params.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = outputs_dir()/'runs'/run_name
+    run_name, run_dir = make_run_dir(outputs_dir()/'runs', run_name, params.name, resume)
     (run_dir/'steps').mkdir(parents=True, exist_ok=True)
     client = MlflowClient()
+    mark_stale_runs(client, [exp_id], 'mlops run')
     parent = client.create_run(exp_id, run_name=run_name, tags={'mlops.kind': 'pipeline', 'mlops.version': __version__, 'mlops.git_commit': git_commit(),
-                                                               'mlops.params_file': str(params_file), 'mlops.steps': ','.join(steps), **({'mlops.resumed_from': resume} if resume else {})})
+                                                               'mlops.params_file': str(params_file), 'mlops.steps': ','.join(steps), 'mlops.run_dir': str(run_dir), **process_tags(), **({'mlops.resumed_from': resume} if resume else {})})
     pid = parent.info.run_id
     flat = [Param(k, v[:6000]) for k, v in _flat(params.model_dump()).items()]
     for i in range(0, len(flat), 100): client.log_batch(pid, params=flat[i:i + 100])
     client.log_artifact(pid, str(params_file), 'params')
     result, child = RunResult(run_name, run_dir, pid), None
+    from mlops_lib.cache import Plan
+    plan = Plan(params, run_dir, uri, force=force, echo=echo)  # incremental runs: unchanged steps are linked, not rerun
     try:
         with sigterm_as_interrupt():  # a process manager's SIGTERM marks the runs KILLED like Ctrl-C
             for step in steps:
                 nb = STEPS[step]
                 out_nb = run_dir/f'{nb}.ipynb'
-                child = client.create_run(exp_id, run_name=step, tags={'mlflow.parentRunId': pid, 'mlops.step': step}).info.run_id
+                child = client.create_run(exp_id, run_name=step, tags={'mlflow.parentRunId': pid, 'mlops.step': step, **process_tags()}).info.run_id
+                if (row := plan.reuse(step, client, child, pid)): result.steps.append(row); child = None; continue
                 echo(f"[{step}] running {nb} -> {_rel(out_nb)}")
                 t0 = time.perf_counter()
                 try:
-                    pm.execute_notebook(project_root()/'nbs'/'pipeline'/f'{nb}.ipynb', out_nb, kernel_name=kernel_name(), progress_bar=progress, cwd=str(project_root()),
-                                        extra_arguments=['--IPKernelApp.log_level=CRITICAL'],  # no kernel transport warnings in the console
-                                        parameters=dict(params_file=str(params_file), run_dir=str(run_dir), parent_run_id=pid, step_run_id=child, tracking_uri=uri))
+                    execute_step(project_root()/'nbs'/'pipeline'/f'{nb}.ipynb', out_nb, progress=progress, uri=uri,  # a warm kernel, reset per step
+                                 parameters=dict(params_file=str(params_file), run_dir=str(run_dir), parent_run_id=pid, step_run_id=child, tracking_uri=uri))
                 except pm.PapermillExecutionError as ex:
                     if out_nb.exists(): client.log_artifact(child, str(out_nb), 'notebook')
                     for r in (child, pid): client.set_terminated(r, 'FAILED')
@@ -183,6 +404,7 @@ def run_pipeline(params_file: str|Path, # the params YAML
                 secs = time.perf_counter() - t0
                 client.log_artifact(child, str(out_nb), 'notebook')
                 if client.get_run(child).info.status == 'RUNNING': client.set_terminated(child, 'FINISHED')
+                if (rec := plan.record(step, child)): client.set_tag(child, 'mlops.cache_key', rec['key'])
                 rec = json.loads((run_dir/'steps'/f'{step}.json').read_text()) if (run_dir/'steps'/f'{step}.json').exists() else {}
                 key, decision = _key(rec)
                 result.steps.append({**rec, 'step': nb, 'seconds': round(secs, 2), 'key': key, 'decision': decision, 'run_id': child})

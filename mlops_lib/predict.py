@@ -4,6 +4,7 @@
 
 # %% ../nbs/11_predict.ipynb #b861feea
 from __future__ import annotations
+from .config import UsageError
 import contextlib, re, time, warnings
 from pathlib import Path
 from typing import Iterator
@@ -14,9 +15,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from tqdm import tqdm
 from .config import atomic_path, load_params, sigterm_as_interrupt, tracking_uri
-from .data import DataError
+from .data import DataError, check_names, csv_header, open_csv
 from .evaluate import predict_frame
-from .schema import SchemaError, validate_frame
+from .schema import RULES, SchemaError, validate_frame
 from .tracking import LoadedModel, load_model, setup_tracking
 
 # %% auto #0
@@ -29,17 +30,17 @@ def table_format(path: str|Path, what: str='input') -> str:
     s = Path(path).suffix.lower()
     if s == '.csv' or (s == '.txt' and what == 'input'): return 'csv'
     if s in ('.parquet', '.pq'): return 'parquet'
-    raise (DataError if what == 'input' else ValueError)(f"{path}: expected a .csv or .parquet file for the {what}, got suffix {s!r}")
+    raise (DataError if what == 'input' else UsageError)(f"{path}: expected a .csv or .parquet file for the {what}, got suffix {s!r}")
 
 # %% ../nbs/11_predict.ipynb #bc28898e
 def batch_columns(path: str|Path) -> list[str]:
-    "The column names of a batch file, checking it is readable."
+    "The column names of a batch file, checking it is readable and its header has no empty or repeated name."
     p = Path(path)
     if not p.is_file(): raise DataError(f"{path}: file not found")
     if p.stat().st_size == 0: raise DataError(f"{path}: the file is empty; expected a header row and data rows")
     try:
-        if table_format(p) == 'parquet': return list(pq.ParquetFile(p).schema_arrow.names)
-        return list(pd.read_csv(p, nrows=0).columns)
+        if table_format(p) == 'parquet': return check_names(list(pq.ParquetFile(p).schema_arrow.names), path)
+        return csv_header(p)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, pa.ArrowException, UnicodeDecodeError, OSError) as ex:
         raise DataError(f"{path}: not a readable {table_format(p).upper()} file: {str(ex).strip().splitlines()[0]}") from None
 
@@ -62,7 +63,7 @@ def iter_chunks(path: str|Path, # a CSV or Parquet batch
                 df = b.to_pandas(); df.index = pd.RangeIndex(start, start + len(df)); start += len(df)
                 yield df, start
             return
-        with open(p, 'rb') as fh:
+        with open_csv(p) as fh:
             for df in pd.read_csv(fh, chunksize=chunk_size): yield df, fh.tell()
     except (pd.errors.ParserError, UnicodeDecodeError, pa.ArrowException, OSError) as ex:
         raise DataError(f"{path}: not a readable {table_format(p).upper()} file: {str(ex).strip().splitlines()[0]}") from None
@@ -124,32 +125,40 @@ def score_chunk(df: pd.DataFrame, # a chunk of the batch
                 lm: LoadedModel, # the model with its schema
                 source: str='batch', # the file name to put in messages
                 predict: bool=True, # False: only validate (the scored frame is empty)
+                on_unexpected: str='score', # 'score': rows breaking an expectation are scored and flagged; 'reject': they are rejected
                ):
-    "Validate and score a chunk; return (scored valid rows, `ValidationResult`)."
-    r = validate_frame(df, lm.schema, source=source)
+    "Validate and score a chunk; return (scored valid rows with `_flags`, `ValidationResult`)."
+    r = validate_frame(df, lm.schema, source=source, on_unexpected=on_unexpected)
     X = r.valid[lm.schema.feature_names]
     if not predict: X = X.iloc[:0]
     pred = predict_frame(lm.model, X, lm.schema.task) if len(X) else pd.DataFrame(columns=prediction_columns(lm), index=X.index)
-    out = df.loc[X.index].drop(columns=[c for c in pred.columns if c in df.columns])
+    out = df.loc[X.index].drop(columns=[c for c in [*pred.columns, '_flags'] if c in df.columns])
     out[lm.schema.feature_names] = X
-    return pd.concat([out, pred], axis=1), r
+    return pd.concat([out, pred, r.flags.loc[X.index].astype(str).rename('_flags')], axis=1), r
 
 # %% ../nbs/11_predict.ipynb #d3abb234
 def _metric_key(v) -> str: return re.sub(r'[^A-Za-z0-9_.\-]', '_', str(v))
 
+def _count(into: dict, frame: pd.DataFrame, by: list[str]):
+    "Add the rows of `frame` per `by` group (with a first example value) to `into`."
+    for key, g in frame.groupby(by, sort=False):
+        ex = g.value.iloc[0]
+        k = into.setdefault(key, [0, ex.item() if hasattr(ex, 'item') else ex]); k[0] += g.row.nunique()
+
 class BatchTally:
-    "Running counts of a batch: rows, problems and predictions."
+    "Running counts of a batch: rows, problems, flags and predictions."
     def __init__(self, lm: LoadedModel):
-        self.lm, self.rows_in, self.rows_scored, self.rows_rejected = lm, 0, 0, 0
+        self.lm, self.rows_in, self.rows_scored, self.rows_rejected, self.rows_flagged = lm, 0, 0, 0, 0
         self.classes_ = lm.classes
-        self.reasons, self.counts, self.s = {}, {}, dict(n=0, sum=0.0, sq=0.0, min=np.inf, max=-np.inf, proba=0.0)
+        self.reasons, self.flagged, self.rules = {}, {}, dict.fromkeys(RULES, 0)
+        self.counts, self.s = {}, dict(n=0, sum=0.0, sq=0.0, min=np.inf, max=-np.inf, proba=0.0)
 
     def add(self, scored: pd.DataFrame, r, n_rows: int):
         "Count a validated chunk and its scored rows."
-        self.rows_in += n_rows; self.rows_scored += len(scored); self.rows_rejected += r.n_invalid
-        for (col, why), g in r.errors.groupby(['column', 'reason'], sort=False):
-            ex = g.value.iloc[0]
-            k = self.reasons.setdefault((col, why), [0, ex.item() if hasattr(ex, 'item') else ex]); k[0] += g.row.nunique()
+        self.rows_in += n_rows; self.rows_scored += len(scored); self.rows_rejected += r.n_invalid; self.rows_flagged += r.n_flagged
+        _count(self.reasons, r.errors, ['column', 'reason'])
+        _count(self.flagged, r.warnings, ['column', 'rule'])
+        for k, n in r.rule_counts().items(): self.rules[k] += n
         if not len(scored): return
         if self.lm.schema.task == 'regression':
             p = scored.prediction.to_numpy(float)
@@ -171,9 +180,16 @@ def summary(self: BatchTally, source: str='batch') -> str:
     return f"{source}: {self.rows_rejected} of {self.rows_in} rows invalid: {self.problems()}" if self.rows_rejected else f"{source}: all {self.rows_in} rows valid"
 
 @patch
+def flags(self: BatchTally, top: int=5) -> str:
+    "The flagged (scored) rows by column and rule, with an example value (the first `top` column/rule pairs)."
+    parts = [f"{col}: {n} row(s) {rule} (e.g. {ex!r})" for (col, rule), (n, ex) in self.flagged.items()]
+    return '; '.join(parts[:top]) + (f"; and {len(parts) - top} more column/rule pair(s)" if len(parts) > top else '')
+
+@patch
 def metrics(self: BatchTally) -> dict:
-    "Row counts and the prediction summary, as MLflow metrics."
-    m, s, n = dict(rows_in=self.rows_in, rows_scored=self.rows_scored, rows_rejected=self.rows_rejected), self.s, self.rows_scored
+    "Row counts, flagged rows per rule and the prediction summary, as MLflow metrics."
+    m, s, n = dict(rows_in=self.rows_in, rows_scored=self.rows_scored, rows_rejected=self.rows_rejected, rows_flagged=self.rows_flagged), self.s, self.rows_scored
+    m.update({f'flagged_{k}': v for k, v in self.rules.items()})
     if not n: return m
     if self.lm.schema.task == 'regression':
         mean = s['sum']/n
@@ -184,33 +200,44 @@ def metrics(self: BatchTally) -> dict:
 
 # %% ../nbs/11_predict.ipynb #151ef71d
 def _start_batch_run(client: MlflowClient, exp_id: str, lm: LoadedModel, alias: str|None, src: Path, out: Path, on_invalid: str, chunk_size: int,
-                     run_id: str|None=None) -> str:
+                     run_id: str|None=None, on_unexpected: str='score') -> str:
     "Create the batch's MLflow run (or tag the given one); return its id."
     tags = {'mlops.kind': 'predict', 'mlops.model': lm.name, 'mlops.model_version': lm.version, 'mlops.model_alias': alias or '',
             'mlops.input': str(src.resolve()), 'mlops.output': str(out.resolve())}
     if run_id: client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     else: run_id = client.create_run(exp_id, run_name=f'predict-{src.stem}', tags=tags).info.run_id
-    client.log_batch(run_id, params=[Param('on_invalid', on_invalid), Param('chunk_size', str(chunk_size)), Param('model_version', lm.version)])
+    client.log_batch(run_id, params=[Param('on_invalid', on_invalid), Param('on_unexpected', on_unexpected), Param('chunk_size', str(chunk_size)), Param('model_version', lm.version)])
     return run_id
 
 def _log_metrics(client: MlflowClient, run_id: str, metrics: dict):
     ts = int(time.time()*1000)
     client.log_batch(run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items()])
 
+@contextlib.contextmanager
+def _track_failure(client: MlflowClient, run_id: str, tally):
+    "Within the block, an exception marks the batch's run FAILED (KILLED on Ctrl-C/SIGTERM) with the counts so far and the error's first line."
+    try: yield
+    except BaseException as ex:
+        _log_metrics(client, run_id, tally.metrics())
+        client.set_tag(run_id, 'mlops.error', (str(ex).strip().splitlines() or [type(ex).__name__])[0][:5000])
+        client.set_terminated(run_id, 'KILLED' if isinstance(ex, KeyboardInterrupt) else 'FAILED')
+        raise
+
+
 # %% ../nbs/11_predict.ipynb #e18872b8
 def _checked_args(P, input, output, on_invalid, chunk_size, rejects) -> tuple:
     on_invalid, chunk_size = on_invalid or P.predict.on_invalid, chunk_size or P.predict.chunk_size
-    if on_invalid not in ('fail', 'quarantine'): raise ValueError(f"on_invalid must be 'fail' or 'quarantine', got {on_invalid!r}")
-    if int(chunk_size) < 1: raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
+    if on_invalid not in ('fail', 'quarantine'): raise UsageError(f"on_invalid must be 'fail' or 'quarantine', got {on_invalid!r}")
+    if int(chunk_size) < 1: raise UsageError(f"chunk_size must be a positive number of rows, got {chunk_size}")
     src, out = Path(input), Path(output)
     table_format(out, 'output')
     rej = Path(rejects) if rejects else out.with_name(f'{out.stem}.rejects.csv')
-    if src.resolve() in (out.resolve(), rej.resolve()): raise ValueError(f"{output}: the output must not overwrite the input {input}")
+    if src.resolve() in (out.resolve(), rej.resolve()): raise UsageError(f"{output}: the output must not overwrite the input {input}")
     batch_columns(src)
     return on_invalid, int(chunk_size), src, out, rej
 
 # %% ../nbs/11_predict.ipynb #db04016f
-def _score_to(src: Path, out: Path, rej: Path, lm: LoadedModel, tally: BatchTally, on_invalid: str, chunk_size: int, progress: bool):
+def _score_to(src: Path, out: Path, rej: Path, lm: LoadedModel, tally: BatchTally, on_invalid: str, chunk_size: int, progress: bool, on_unexpected: str='score'):
     "Stream `src` through the model into `out` (and `rej`), atomically; raise on invalid rows in fail mode."
     with contextlib.ExitStack() as stack:
         total, unit = progress_total(src)
@@ -218,7 +245,7 @@ def _score_to(src: Path, out: Path, rej: Path, lm: LoadedModel, tally: BatchTall
         writer, rwriter = ChunkWriter(stack.enter_context(atomic_path(out)), out), None
         stack.callback(writer.close)
         for df, pos in iter_chunks(src, chunk_size):
-            scored, r = score_chunk(df, lm, src.name, predict=not (tally.rows_rejected and on_invalid == 'fail'))
+            scored, r = score_chunk(df, lm, src.name, predict=not (tally.rows_rejected and on_invalid == 'fail'), on_unexpected=on_unexpected)
             tally.add(scored, r, len(df))
             if not r.ok and on_invalid == 'quarantine':
                 if rwriter is None: rwriter = ChunkWriter(stack.enter_context(atomic_path(rej)), rej); stack.callback(rwriter.close)
@@ -242,24 +269,23 @@ def predict_file(params_file: str|Path, # the project params YAML (its `name` is
                  progress: bool=True, # show a progress bar
                  rejects: str|Path|None=None, # the rejects file (default: `<output stem>.rejects.csv` beside the output)
                  run_id: str|None=None, # track the batch in this existing run (the step notebook's) instead of a new one
+                 on_unexpected: str|None=None, # 'score' or 'reject' rows breaking an expectation (default: params `predict.on_unexpected`)
                 ) -> dict:
     "Validate and score a batch file in chunks with a registered model; write the output atomically; track it as an MLflow run."
     P = load_params(params_file)
+    from mlops_lib.dask_backend import backend, predict_file_dask  # predict.backend: dask (or --dask-scheduler)
+    if backend(P.predict.backend) == 'dask': return predict_file_dask(P, input, output, alias, version, on_invalid, chunk_size, uri, progress, rejects, run_id, on_unexpected)
     on_invalid, chunk_size, src, out, rej = _checked_args(P, input, output, on_invalid, chunk_size, rejects)
+    on_unexpected = on_unexpected or P.predict.on_unexpected
+    if on_unexpected not in ('score', 'reject'): raise ValueError(f"on_unexpected must be 'score' or 'reject', got {on_unexpected!r}")
     exp_id = setup_tracking(uri or tracking_uri(P), P.name)
     lm = load_model(P.name, alias=alias if version is None else None, version=version)
     client, t0 = MlflowClient(), time.perf_counter()
-    rid = _start_batch_run(client, exp_id, lm, alias if version is None else None, src, out, on_invalid, chunk_size, run_id)
+    rid = _start_batch_run(client, exp_id, lm, alias if version is None else None, src, out, on_invalid, chunk_size, run_id, on_unexpected)
     tally = BatchTally(lm)
-    try:
-        with sigterm_as_interrupt(), warnings.catch_warnings():
-            warnings.simplefilter('ignore', pd.errors.PerformanceWarning)
-            _score_to(src, out, rej, lm, tally, on_invalid, chunk_size, progress)
-    except BaseException as ex:
-        _log_metrics(client, rid, tally.metrics())
-        client.set_tag(rid, 'mlops.error', (str(ex).strip().splitlines() or [type(ex).__name__])[0][:5000])
-        client.set_terminated(rid, 'KILLED' if isinstance(ex, KeyboardInterrupt) else 'FAILED')
-        raise
+    with _track_failure(client, rid, tally), sigterm_as_interrupt(), warnings.catch_warnings():
+        warnings.simplefilter('ignore', pd.errors.PerformanceWarning)
+        _score_to(src, out, rej, lm, tally, on_invalid, chunk_size, progress, on_unexpected)
     if not tally.rows_rejected and rejects is None and rej.exists(): rej.unlink()
     secs = time.perf_counter() - t0
     metrics = {**tally.metrics(), 'seconds': secs, 'rows_per_s': tally.rows_in/secs}
@@ -268,6 +294,7 @@ def predict_file(params_file: str|Path, # the project params YAML (its `name` is
     if not run_id: client.set_terminated(rid, 'FINISHED')
     msg = (f"scored {tally.rows_scored:,} of {tally.rows_in:,} rows of {src.name} with {lm.name} v{lm.version} in {secs:.1f} s "
            f"({tally.rows_in/secs:,.0f} rows/s) -> {out}" + (f"; {tally.rows_rejected:,} invalid rows -> {rej} ({tally.problems()})" if tally.rows_rejected else '')
+           + (f"; {tally.rows_flagged:,} rows flagged in _flags ({tally.flags()})" if tally.rows_flagged else '')
            + f"; MLflow run {rid}")
     return dict(model=lm.name, model_version=lm.version, output=str(out), rejects=str(rej) if tally.rows_rejected else None,
-                run_id=rid, on_invalid=on_invalid, chunk_size=chunk_size, **metrics, message=msg)
+                run_id=rid, on_invalid=on_invalid, on_unexpected=on_unexpected, chunk_size=chunk_size, **metrics, message=msg)

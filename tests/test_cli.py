@@ -5,7 +5,7 @@ import pytest, requests
 from conftest import BIN, ROOT, mlops, mlops_env
 from mlops_lib.config import free_port
 
-SUBCOMMANDS = ['data', 'run', 'status', 'ui', 'predict', 'dashboard', 'serve', 'simulate', 'monitor']
+SUBCOMMANDS = ['data', 'run', 'status', 'ui', 'predict', 'dashboard', 'serve', 'simulate', 'monitor', 'schedule']
 
 
 def test_help_lists_every_subcommand(tmp_path):

@@ -5,7 +5,7 @@ Needs /usr/bin/chromium (`make browser`); Playwright never downloads a browser h
 import os, shutil, signal, subprocess, time, urllib.error, urllib.request
 from pathlib import Path
 import pytest
-from conftest import BIN, ROOT, mlops_env
+from conftest import BIN, ROOT, copy_outputs, mlops_env
 from mlops_lib.config import free_port
 from mlops_lib.schema import DataSchema
 
@@ -82,8 +82,12 @@ def test_predict_and_batch_in_browser(dashboard, browser, shot, smoke_model):
     assert 'dashboard_from_env' not in page.content()   # the notebook's source is not in the page
     num = S.column(S.numeric[0])
     field = page.locator(f'.mlops-field-{num.name} input')
-    field.fill(str(int(num.max) * 10 + 1))
-    page.wait_for_selector(f'.mlops-field-{num.name} .mlops-error :text("out of range")')
+    field.fill(str(int(num.max) * 10 + 1))    # outside the expected range: a warning beside the field, Predict still works
+    page.wait_for_selector(f'.mlops-field-{num.name} .mlops-warning :text("outside the expected range")')
+    page.click('.mlops-predict')
+    page.wait_for_selector('.mlops-result .mlops-flags')
+    field.fill('lots')                         # not a number: the contract blocks Predict
+    page.wait_for_selector(f'.mlops-field-{num.name} .mlops-error :text("not a number")')
     page.click('.mlops-predict')
     page.wait_for_selector('.mlops-result :text("Fix 1 field(s) first")')
     shot(page, '1_invalid_field')
@@ -143,3 +147,44 @@ def test_no_model_page(browser, shot, tmp_path):
         shot(page, '0_no_model')
         page.close()
     finally: stop(proc)
+
+
+@pytest.fixture
+def promotable(smoke_model, tmp_path):
+    "A copy of the session store (so the session's champion stays put) with a second version of 'smoke' to promote."
+    out = tmp_path/'outputs'
+    copy_outputs(smoke_model['outputs'], out, 'mlflow')   # the store by sqlite's backup API: a file copy drops this process's locks on it
+    return out
+
+
+def test_preheated_page_shows_the_champion_promoted_while_running(promotable, browser, tmp_path):
+    "Pages come from preheated kernels, and a page opened after a promotion shows the new champion."
+    import mlflow
+    log = tmp_path/'voila.log'
+    proc, url = start_dashboard(promotable, log)
+    try:
+        def open_page(version: str) -> float:
+            page = browser.new_page(); page.set_default_timeout(90_000)
+            t0 = time.monotonic()
+            page.goto(url)
+            page.wait_for_selector('.mlops-predict')
+            took = time.monotonic() - t0
+            head = page.locator('.mlops-dashboard h2').first.inner_text()
+            page.close()
+            assert f'version {version} (champion)' in head, head
+            return took
+        t0 = time.monotonic()   # a page requested while Voila is still filling its pool gets a kernel of its own
+        while 'Kernel pool of dashboard.ipynb is filled' not in log.read_text():
+            assert time.monotonic() - t0 < 180 and proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+        print(f'first page {open_page("1"):.1f} s')
+        mlflow.set_tracking_uri(f"sqlite:///{promotable}/mlflow/mlflow.db")   # the registry resolves the new version's source through it
+        client = mlflow.MlflowClient()
+        v1 = client.get_model_version('smoke', '1')
+        v2 = client.create_model_version('smoke', v1.source, v1.run_id)
+        client.set_registered_model_alias('smoke', 'champion', v2.version)   # promoted while the dashboard runs
+        time.sleep(3)   # let the pool refill: the refilled kernel was heated before the promotion too
+        print(f'page after the promotion {open_page(v2.version):.1f} s')
+        assert log.read_text().count('Using pre-heated kernel') >= 2, log.read_text()[-3000:]
+    finally:
+        stop(proc)

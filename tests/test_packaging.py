@@ -15,8 +15,11 @@ def pins(key: str) -> dict[str, str]:
     for r in shlex.split(settings().get(key, '')):
         m = re.fullmatch(r'([A-Za-z0-9_.\-]+)==([^\s;]+)', r)
         assert m, f"settings.ini {key}: '{r}' is not pinned with =="
-        out[m[1].lower()] = m[2]
+        out[canon(m[1])] = m[2]
     return out
+
+
+def canon(name: str) -> str: return re.sub(r'[-_.]+', '-', name).lower()   # PEP 503: pip freeze writes prometheus_client
 
 
 def all_pins() -> dict[str, str]: return {**pins('requirements'), **pins('dev_requirements'), **pins('examples_requirements')}
@@ -30,13 +33,13 @@ def test_environment_yml_matches_settings():
     env = yaml.safe_load((ROOT/'environment.yml').read_text())
     assert 'python=3.11' in env['dependencies']
     pip = next(d['pip'] for d in env['dependencies'] if isinstance(d, dict))
-    env_pins = dict(p.lower().split('==') for p in pip if '==' in p)
+    env_pins = {canon(k): v for k, v in (p.split('==') for p in pip if '==' in p)}
     assert env_pins == all_pins(), f"environment.yml and settings.ini disagree: {set(env_pins.items()) ^ set(all_pins().items())}"
     assert '-e .' in pip
 
 
 def test_constraints_lock_agrees_with_settings():
-    lock = dict(l.lower().split('==') for l in (ROOT/'constraints.txt').read_text().splitlines() if '==' in l and not l.startswith('#'))
+    lock = {canon(k): v for k, v in (l.split('==') for l in (ROOT/'constraints.txt').read_text().splitlines() if '==' in l and not l.startswith('#'))}
     bad = {k: (v, lock.get(k)) for k, v in all_pins().items() if lock.get(k) != v}
     assert not bad, f"constraints.txt and settings.ini disagree (name: settings, lock): {bad}"
 

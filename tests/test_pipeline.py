@@ -44,7 +44,9 @@ def test_end_to_end_run_tracks_everything(smoke_model):
     parent = pipeline_runs(c, 'smoke')[0]
     assert parent.info.status == 'FINISHED'
     assert parent.data.tags['mlops.git_commit'] and parent.data.params['promotion.metric'] == 'roc_auc'
-    assert 'params/smoke.yaml' in [a.path for a in c.list_artifacts(parent.info.run_id, 'params')][0] or c.list_artifacts(parent.info.run_id, 'params')
+    assert [a.path for a in c.list_artifacts(parent.info.run_id, 'params')] == ['params/smoke.yaml']
+    logged = Path(c.download_artifacts(parent.info.run_id, 'params/smoke.yaml', str(smoke_model['outputs']/'dl-params')))
+    assert logged.read_text() == (ROOT/'params/smoke.yaml').read_text()   # the params file itself, not a copy of something else
     children = c.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(r.data.tags['mlops.step'] for r in children) == ['eda', 'ingest', 'train', 'tune']
     for r in children:
@@ -67,7 +69,7 @@ def test_end_to_end_run_tracks_everything(smoke_model):
 
 
 def test_same_params_same_metrics_and_champion_stays(smoke_model):
-    mlops('run', '--params', 'params/smoke.yaml', '--quiet', '--run-name', 'smoke-2', outputs=smoke_model['outputs'])
+    mlops('run', '--params', 'params/smoke.yaml', '--quiet', '--run-name', 'smoke-2', '--force', outputs=smoke_model['outputs'])  # --force: not reused
     first, second = (json.loads((smoke_model['outputs']/'runs'/r/'summary.json').read_text())['steps'][-1] for r in ('smoke-1', 'smoke-2'))
     metrics = lambda s: {k: v for k, v in s.items() if k.startswith('test_')}
     assert metrics(first) == metrics(second) and metrics(first)
@@ -123,7 +125,8 @@ def test_bad_params_are_one_line_errors(tmp_path, change, message):
 def test_status_reports_champion(smoke_model):
     s = json.loads(mlops('status', '--params', 'params/smoke.yaml', '--json', outputs=smoke_model['outputs']).stdout)
     assert s['champion']['version'] == '1' and s['champion']['metrics']['roc_auc'] > 0.8
-    assert s['runs'] and s['runs'][-1]['status'] in ('FINISHED', 'FAILED')
+    newest_first = pipeline_runs(client_for(smoke_model['uri']), 'smoke')[::-1][:5]   # `status` lists the last 5 runs
+    assert newest_first and [(r['run_id'], r['status']) for r in s['runs']] == [(r.info.run_id, r.info.status) for r in newest_first]
 
 
 def test_sigterm_marks_runs_killed(tmp_path):

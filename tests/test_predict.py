@@ -17,7 +17,7 @@ SMOKE = ROOT/'params/smoke.yaml'
 
 @pytest.fixture(scope='module')
 def batches(tmp_path_factory):
-    "A clean car-purchase batch (CSV and Parquet) and one with 3 invalid rows (a text age, an unknown gender, an absurd salary)."
+    "A clean car-purchase batch (CSV and Parquet) and one with a text age (contract: rejected), an unknown gender and an absurd salary (expectations: scored, flagged)."
     d = tmp_path_factory.mktemp('batches')
     df, _ = make_sample('car_purchase', rows=500, seed=11)
     df.to_csv(d/'clean.csv', index=False); df.to_parquet(d/'clean.parquet', index=False)
@@ -39,7 +39,8 @@ def test_clean_file_cli(smoke_model, batches, tmp_path):
     assert p.stdout.startswith('scored 500 of 500 rows of clean.csv with smoke v1'), p.stdout
     res = pd.read_csv(out)
     lm = load_model('smoke', uri=smoke_model['uri'])
-    assert list(res.columns) == ['Gender', 'Age', 'AnnualSalary', 'Purchased', 'prediction', 'proba_0', 'proba_1', 'probability']
+    assert list(res.columns) == ['Gender', 'Age', 'AnnualSalary', 'Purchased', 'prediction', 'proba_0', 'proba_1', 'probability', '_flags']
+    assert res['_flags'].fillna('').eq('').sum() >= 490   # a few rows of a fresh sample may fall outside the training ranges: flagged, still scored
     assert res.prediction.tolist() == lm.model.predict(batches['df'][lm.schema.feature_names]).tolist()
     assert res[['Gender', 'Age', 'AnnualSalary']].equals(batches['df'][['Gender', 'Age', 'AnnualSalary']])
     assert sorted(q.name for q in tmp_path.iterdir()) == ['pred.csv']
@@ -51,35 +52,44 @@ def test_clean_file_cli(smoke_model, batches, tmp_path):
 
 
 def test_bad_rows_fail_mode(smoke_model, batches, tmp_path):
-    "Default fail mode: exit 2, one line naming the columns and row counts, nothing written, the batch run FAILED."
+    "Default fail mode: exit 2, one line naming the contract violations (the text age only), nothing written, the batch run FAILED."
     out = tmp_path/'pred.parquet'
     p = mlops('predict', '--params', SMOKE, '--input', batches['dir']/'bad.csv', '--output', out, '--quiet', outputs=smoke_model['outputs'], check=False)
     assert p.returncode == 2, p.stderr
     err = p.stderr.strip()
-    assert len(err.splitlines()) == 1 and err.startswith('mlops predict: error: bad.csv: 3 of 500 rows invalid:'), err
-    for part in ("Age: 1 row(s) not a number (e.g. 'forty')", 'Gender: 1 row(s) unknown category', 'AnnualSalary: 1 row(s) out of range'):
-        assert part in err, err
+    assert len(err.splitlines()) == 1 and err.startswith("mlops predict: error: bad.csv: 1 of 500 rows invalid: Age: 1 row(s) not a number (e.g. 'forty')"), err
+    assert 'Gender' not in err and 'AnnualSalary' not in err, err   # expectation breaks no longer reject (they used to)
     assert list(tmp_path.iterdir()) == []
     mlflow.set_tracking_uri(smoke_model['uri'])
     last = mlflow.search_runs(experiment_names=['smoke'], filter_string="tags.`mlops.kind` = 'predict'", order_by=['start_time DESC'], max_results=1)
-    assert last.status[0] == 'FAILED' and 'bad.csv: 3 of 500 rows invalid' in last['tags.mlops.error'][0]
+    assert last.status[0] == 'FAILED' and 'bad.csv: 1 of 500 rows invalid' in last['tags.mlops.error'][0]
+    # predict.on_unexpected / --on-unexpected reject: the old strictness, all three rows refused
+    p = mlops('predict', '--params', SMOKE, '--input', batches['dir']/'bad.csv', '--output', out, '--on-unexpected', 'reject', '--quiet', outputs=smoke_model['outputs'], check=False)
+    err = p.stderr.strip()
+    assert p.returncode == 2 and err.startswith('mlops predict: error: bad.csv: 3 of 500 rows invalid:'), err
+    for part in ("Age: 1 row(s) not a number (e.g. 'forty')", 'Gender: 1 row(s) unknown category', 'AnnualSalary: 1 row(s) out of range'):
+        assert part in err, err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_bad_rows_quarantine_in_chunks(smoke_model, batches, tmp_path, in_outputs):
-    "Quarantine mode over many chunks (Parquet output): valid rows scored, invalid rows in the rejects file with their reason."
+    "Quarantine mode over many chunks (Parquet output): valid and flagged rows scored, the invalid row in the rejects file with its reason."
     s = predict_file(SMOKE, batches['dir']/'bad.csv', tmp_path/'pred.parquet', on_invalid='quarantine', chunk_size=64, progress=False)
-    assert (s['rows_in'], s['rows_scored'], s['rows_rejected']) == (500, 497, 3)
+    assert (s['rows_in'], s['rows_scored'], s['rows_rejected']) == (500, 499, 1)
     res = pd.read_parquet(tmp_path/'pred.parquet')
     lm = load_model('smoke')
-    clean = batches['df'].drop(index=[5, 260, 499])
-    assert res.prediction.tolist() == lm.model.predict(clean[lm.schema.feature_names]).tolist()
-    assert res.proba_1.to_numpy() == pytest.approx(lm.model.predict_proba(clean[lm.schema.feature_names])[:, 1])
+    kept = batches['bad'].drop(index=[5]).astype({'Age': 'int64'})
+    assert res.prediction.tolist() == lm.model.predict(kept[lm.schema.feature_names]).tolist()
+    assert res.proba_1.to_numpy() == pytest.approx(lm.model.predict_proba(kept[lm.schema.feature_names])[:, 1])
+    flags = res.set_index(kept.index)['_flags']
+    assert flags[260] == 'Gender:unknown_category' and flags[499] == 'AnnualSalary:out_of_range'
     rj = pd.read_csv(s['rejects'])
     assert s['rejects'] == str(tmp_path/'pred.rejects.csv')
-    assert rj._row.tolist() == [5, 260, 499] and list(rj.columns[:4]) == ['Gender', 'Age', 'AnnualSalary', 'Purchased']
-    assert rj._reason.str.split(':').str[0].tolist() == ['Age', 'Gender', 'AnnualSalary']
-    assert '3 invalid rows ->' in s['message']
-    assert mlflow.get_run(s['run_id']).data.metrics['rows_rejected'] == 3
+    assert rj._row.tolist() == [5] and list(rj.columns[:4]) == ['Gender', 'Age', 'AnnualSalary', 'Purchased']
+    assert rj._reason.str.split(':').str[0].tolist() == ['Age']
+    assert '1 invalid rows ->' in s['message'] and 'flagged in _flags' in s['message']
+    m = mlflow.get_run(s['run_id']).data.metrics
+    assert m['rows_rejected'] == 1 and m['flagged_unknown_category'] == 1 and m['flagged_out_of_range'] >= 1 and m['rows_flagged'] == (flags != '').sum()
 
 
 def test_chunked_equals_single_chunk(smoke_model, batches, tmp_path, in_outputs):
@@ -97,7 +107,7 @@ def test_regression_and_user_errors(regression_model, batches, tmp_path, in_outp
     df.to_csv(tmp_path/'cx.csv', index=False)
     s = predict_file(params, tmp_path/'cx.csv', tmp_path/'cx_pred.parquet', chunk_size=64, on_invalid='quarantine', progress=False)
     res = pd.read_parquet(tmp_path/'cx_pred.parquet')
-    assert list(res.columns) == [*df.columns, 'prediction'] and s['rows_scored'] == len(res) > 150 and 'pred_mean' in s
+    assert list(res.columns) == [*df.columns, 'prediction', '_flags'] and s['rows_scored'] == len(res) > 150 and 'pred_mean' in s
     assert s['rows_scored'] + s['rows_rejected'] == 200
     with pytest.raises(SchemaError, match='missing column'):
         predict_file(SMOKE, tmp_path/'cx.csv', tmp_path/'x.csv', progress=False)

@@ -14,9 +14,14 @@ c.VoilaConfiguration.strip_sources = True
 # /voila/files/<path>, which this turns into 403.
 c.VoilaConfiguration.file_allowlist = []
 c.VoilaConfiguration.file_denylist = ['.*']
-# One kernel per page view, started on request. --preheat_kernel was flaky in tests; progressive rendering stays off so
-# that a failing cell cannot leave half a page.
-c.VoilaConfiguration.preheat_kernel = False
+# One kernel per page view, taken from a pool of kernels that ran the notebook ahead up to `wait_for_visitor()` (imports,
+# the champion loaded, the dashboard built once), refilled after each use. The cell after it builds the dashboard when
+# the request arrives, so a promotion made while the server runs shows on the next page (see mlops_lib.app.wait_for_visitor
+# for why this used to be flaky). Progressive rendering stays off (Voila refuses it with preheating; a failing cell
+# cannot leave half a page). $MLOPS_DASHBOARD_POOL=0 turns preheating off.
+_pool = int(os.environ.get('MLOPS_DASHBOARD_POOL') or 2)
+c.VoilaConfiguration.preheat_kernel = _pool > 0
+c.VoilaConfiguration.default_pool_size = max(_pool, 0)
 # Batch uploads travel over the kernel websocket as one message: allow the upload limit plus headroom (tornado's default
 # is 10 MiB); the app itself refuses files above MLOPS_UPLOAD_MB with a message.
 _upload_mb = float(os.environ.get('MLOPS_UPLOAD_MB') or 20)

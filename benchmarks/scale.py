@@ -1,0 +1,110 @@
+"""Dask overhead on one machine: tuning on LocalCluster(2 workers x 1 thread) vs local n_jobs=2, and batch scoring of
+`transactions` rows (200 features) on LocalCluster(2) vs the local chunked path, each as a ratio measured in this run;
+then a projection to 4 and 16 workers, 100M rows and a 200-candidate search from the measured per-fit and
+per-partition costs.
+
+    .venv/bin/python benchmarks/scale.py [--rows 1000000] [--train-rows 5000] [--candidates 16] [--partition-rows 100000]
+
+Everything happens in a temporary outputs folder (its own embedded MLflow store). Goal: the Dask path within 1.25x of
+the local path on one machine (the overhead of the scheduler, the model broadcast and the output commit).
+"""
+import argparse, os, sys, tempfile, time
+from pathlib import Path
+import numpy as np, pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT/'benchmarks'))
+
+
+def tuning(a, outputs: Path) -> dict:
+    "One random search, local n_jobs=2 vs joblib's Dask backend on LocalCluster(2 x 1)."
+    from distributed import Client, LocalCluster
+    from mlops_lib.config import params_from_dict
+    from mlops_lib.models import tune_family
+    from mlops_lib.samples import make_sample
+    from mlops_lib.schema import infer_schema
+    df, _ = make_sample('transactions', rows=a.train_rows, seed=3)
+    df = df.drop(columns=['ID_code'])
+    space = {'learning_rate': [0.05, 0.1, 0.2, 0.3], 'max_leaf_nodes': [7, 15, 31, 63], 'max_iter': [50, 100]}
+    base = dict(name='scale_bench', task='classification', data={'sample': 'transactions'}, target='target', seed=1)
+    models = dict(cv_folds=3, n_jobs=2, families={'hist_gradient_boosting': dict(strategy='random', n_iter=a.candidates, space=space)})
+    P = params_from_dict({**base, 'models': models})
+    S = infer_schema(df, 'target', 'classification')
+    X, y = df[S.feature_names], df.target
+    t = time.perf_counter(); local = tune_family(X, y, 'hist_gradient_boosting', S, P); t_local = time.perf_counter() - t
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host='127.0.0.1', dashboard_address=None)
+    client = Client(cluster)
+    try:
+        os.environ['DASK_SCHEDULER_ADDRESS'] = cluster.scheduler_address
+        Pd = params_from_dict({**base, 'models': {**models, 'backend': 'dask'}})
+        t = time.perf_counter(); dask = tune_family(X, y, 'hist_gradient_boosting', S, Pd); t_dask = time.perf_counter() - t
+    finally:
+        os.environ.pop('DASK_SCHEDULER_ADDRESS', None)
+        from mlops_lib.dask_backend import close_clients
+        close_clients(); client.close(); cluster.close()
+    assert dask.best_params == local.best_params and dask.cv_mean == local.cv_mean, "Dask and local searches disagree"
+    fits = local.n_candidates * P.models.cv_folds
+    return dict(local=t_local, dask=t_dask, fits=fits, per_fit=t_local*2/fits)
+
+
+def scoring(a, d: Path) -> dict:
+    "Scoring `rows` transactions rows: the local chunked path vs LocalCluster(2) partitions, same model, same function."
+    from predict import train_model as train  # benchmarks/predict.py: a quick transactions champion
+    from distributed import Client, LocalCluster
+    from mlops_lib.predict import predict_file
+    from mlops_lib.samples import make_sample
+    outputs = d/'outputs'
+    params = d/'transactions_scale.yaml'
+    params.write_text(yaml.safe_dump(dict(name='transactions_scale', task='classification', data={'sample': 'transactions'}, target='target', features={'drop': ['ID_code']})))
+    train(outputs, params, make_sample('transactions', rows=20_000, seed=2)[0])
+    df, _ = make_sample('transactions', rows=a.rows, seed=1)
+    parts = d/'batch'; parts.mkdir()
+    for i, s in enumerate(range(0, a.rows, a.partition_rows)): df.iloc[s:s + a.partition_rows].to_parquet(parts/f'part-{i:04d}.parquet', index=False)
+    one = d/'batch.parquet'; df.to_parquet(one, index=False, row_group_size=a.partition_rows)
+    del df
+    t = time.perf_counter(); predict_file(params, one, d/'local.parquet', on_invalid='quarantine', chunk_size=a.partition_rows, progress=False); t_local = time.perf_counter() - t
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host='127.0.0.1', dashboard_address=None)
+    client = Client(cluster)
+    try:
+        os.environ.update(MLOPS_BACKEND='dask', DASK_SCHEDULER_ADDRESS=cluster.scheduler_address)
+        t = time.perf_counter(); s = predict_file(params, parts, d/'dask_out', on_invalid='quarantine', progress=False); t_dask = time.perf_counter() - t
+    finally:
+        for k in ('MLOPS_BACKEND', 'DASK_SCHEDULER_ADDRESS'): os.environ.pop(k, None)
+        from mlops_lib.dask_backend import close_clients
+        close_clients(); client.close(); cluster.close()
+    n_parts = s['partitions']
+    return dict(local=t_local, dask=t_dask, partitions=n_parts, per_partition=t_local/n_parts)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--rows', type=int, default=1_000_000)
+    ap.add_argument('--partition-rows', type=int, default=100_000)
+    ap.add_argument('--train-rows', type=int, default=5_000)
+    ap.add_argument('--candidates', type=int, default=16)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix='bench-scale-') as d:
+        d = Path(d); os.environ['MLOPS_OUTPUTS'] = str(d/'outputs'); os.environ.pop('MLFLOW_TRACKING_URI', None)
+        tu = tuning(a, d/'outputs'); print(f"tuning: local {tu['local']:.1f} s, dask {tu['dask']:.1f} s", flush=True)
+        sc = scoring(a, d); print(f"scoring: local {sc['local']:.1f} s, dask {sc['dask']:.1f} s", flush=True)
+    print(f"\n## Dask on one machine (LocalCluster 2 workers x 1 thread; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)\n")
+    print(f"{'':<48}{'local':>9}{'dask':>9}{'dask/local':>12}")
+    print(f"{f'tuning: {a.candidates} candidates x 3 folds, {a.train_rows:,} rows':<48}{tu['local']:>8.1f}s{tu['dask']:>8.1f}s{tu['dask']/tu['local']:>11.2f}x")
+    print(f"{f'scoring: {a.rows:,} rows x 200, {sc['partitions']} partitions':<48}{sc['local']:>8.1f}s{sc['dask']:>8.1f}s{sc['dask']/sc['local']:>11.2f}x")
+    per_fit, per_part = tu['per_fit'], sc['per_partition']
+    ov_fit = max(tu['dask'] - tu['local'], 0) / tu['fits']
+    ov_part = max(sc['dask'] - sc['local']/2, 0) / sc['partitions']
+    print(f"\nmeasured: {per_fit:.2f} s per CV fit (one core), {per_part:.2f} s per {a.partition_rows:,}-row partition (one core); "
+          f"Dask overhead {ov_fit*1000:.0f} ms per fit, {ov_part*1000:.0f} ms per partition")
+    print(f"\n## Projection (ideal split of the measured costs plus the measured per-task overhead)\n")
+    for w in (4, 16):
+        fits = 200 * 3
+        t_search = np.ceil(fits / w) * (per_fit + ov_fit)
+        parts = 100_000_000 // a.partition_rows
+        t_score = np.ceil(parts / w) * (per_part + ov_part)
+        print(f"{w:>2} workers: 200-candidate search (600 fits) ~{t_search/60:.1f} min; 100M rows ({parts} partitions) ~{t_score/60:.1f} min")
+
+
+if __name__ == '__main__':
+    main()
