@@ -185,17 +185,21 @@ def warm_code(uri: str|None=None, # tracking URI whose store to open ahead (None
     return (f"def _mlops_warm():\n    import importlib\n    for m in {tuple(modules)!r}: importlib.import_module(m)\n{store}"
             "_mlops_warm(); del _mlops_warm")
 
-from jupyter_client import KernelManager
+def _tracking_km(**kw):
+    """A kernel manager that remembers the clients it made, so that they can be closed after each step.
+    jupyter_client is imported here: a run that reuses every step never starts a kernel, nor imports one."""
+    global _TrackingKM
+    if '_TrackingKM' not in globals():
+        from jupyter_client import KernelManager
+        class _TrackingKM(KernelManager):
+            def client(self, **kw):
+                kc = super().client(**kw)
+                self.__dict__.setdefault('clients', []).append(kc)
+                return kc
 
-class _TrackingKM(KernelManager):
-    "A kernel manager that remembers the clients it made, so that they can be closed after each step."
-    def client(self, **kw):
-        kc = super().client(**kw)
-        self.__dict__.setdefault('clients', []).append(kc)
-        return kc
-
-    @property
-    def clients(self) -> list: return self.__dict__.setdefault('clients', [])
+            @property
+            def clients(self) -> list: return self.__dict__.setdefault('clients', [])
+    return _TrackingKM(**kw)
 
 RESET_CODE = "get_ipython().reset(new_session=True, aggressive=False); __import__('gc').collect()"
 
@@ -204,7 +208,7 @@ class StepKernel:
     def __init__(self, uri: str|None=None, cwd: str|None=None, name: str|None=None):
         import threading
         self.key, self.error = _env_key(cwd, name), None
-        self.km = _TrackingKM(kernel_name=name or kernel_name())
+        self.km = _tracking_km(kernel_name=name or kernel_name())
         self._ready = threading.Thread(target=self._start, args=(uri, cwd), daemon=True)
         self._ready.start()
 
@@ -286,6 +290,7 @@ def execute_step(nb_path: Path, # the step notebook
                 ):
     "Execute one step notebook with papermill in a warm, freshly reset kernel ($MLOPS_STEP_KERNEL=fresh: a new kernel); raises what papermill raises."
     import os, papermill as pm
+    atomic_notebook_writes()
     if os.environ.get('MLOPS_STEP_KERNEL') == 'fresh':   # the old way (a new kernel per step), for benchmarks/pipeline.py
         return pm.execute_notebook(nb_path, out_nb, kernel_name=kernel_name(), progress_bar=progress, cwd=cwd or str(project_root()),
                                    extra_arguments=['--IPKernelApp.log_level=CRITICAL'], parameters=parameters)
@@ -362,8 +367,7 @@ def run_pipeline(params_file: str|Path, # the params YAML
                  force: str|None=None, # rerun instead of reusing unchanged steps: 'all', or a step and the ones after it
                 ) -> RunResult:
     "Run the step notebooks with papermill under one MLflow parent run; raise `StepFailed` on a failed step."
-    import logging, papermill as pm
-    atomic_notebook_writes()
+    import logging
     logging.getLogger('mlflow').setLevel(logging.WARNING)
     params_file = Path(params_file).resolve() if Path(params_file).exists() else project_root()/params_file
     params = load_params(params_file)
@@ -392,6 +396,7 @@ def run_pipeline(params_file: str|Path, # the params YAML
                 child = client.create_run(exp_id, run_name=step, tags={'mlflow.parentRunId': pid, 'mlops.step': step, **process_tags()}).info.run_id
                 if (row := plan.reuse(step, client, child, pid)): result.steps.append(row); child = None; continue
                 echo(f"[{step}] running {nb} -> {_rel(out_nb)}")
+                import papermill as pm   # only when a step runs: a run that reuses every step never imports papermill
                 t0 = time.perf_counter()
                 try:
                     execute_step(project_root()/'nbs'/'pipeline'/f'{nb}.ipynb', out_nb, progress=progress, uri=uri,  # a warm kernel, reset per step

@@ -1,9 +1,9 @@
 "Incremental runs: unchanged steps are reused (linked, child run tagged cached_from), changed ones rerun with what follows them."
-import json, os, shutil, time
+import json, os, shutil, subprocess, sys, time
 from pathlib import Path
 import pytest, yaml
 from mlflow import MlflowClient
-from conftest import ROOT, mlops, store_uri
+from conftest import ROOT, mlops, mlops_env, store_uri
 
 STEPS = ['10_ingest', '20_eda', '30_tune', '40_train']
 
@@ -32,18 +32,36 @@ def rerun(project, name) -> list[str]:
 def versions(project) -> int: return len(project['client'].search_model_versions("name='smoke'"))
 
 
+def children_cpu(fn) -> float:
+    "CPU seconds (user + system) of the child processes that `fn` runs."
+    c0 = os.times(); fn(); c1 = os.times()
+    return (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
+
+
+def mlflow_floor(project) -> float:
+    """CPU seconds that any process recording to this store pays on this machine now: import mlflow, open the store, read
+    the registry. (About 3 s of an unchanged run's 3.5 s here; on a loaded CI runner both grow by about half.)"""
+    code = (f"import mlflow; c = mlflow.MlflowClient({store_uri(project['out'])!r}); "
+            "c.search_experiments(max_results=1); c.search_registered_models(max_results=1)")
+    return children_cpu(lambda: subprocess.run([sys.executable, '-c', code], check=True, capture_output=True))
+
+
 def test_second_run_with_nothing_changed_is_fast_and_registers_nothing(project):
     n = versions(project)
-    t0, c0 = time.perf_counter(), os.times()
-    p = project['run']('--run-name', 'r2')
-    secs, c1 = time.perf_counter() - t0, os.times()
-    cpu = (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
+    floor0 = mlflow_floor(project)
+    t0, p = time.perf_counter(), None
+    def run():
+        nonlocal p; p = project['run']('--run-name', 'r2')
+    cpu = children_cpu(run)
+    secs, floor = time.perf_counter() - t0, (floor0 + mlflow_floor(project)) / 2
     assert rerun(project, 'r2') == [], p.stdout
     assert versions(project) == n, 'a reused train step must not register a version'
-    assert cpu <= 5, f"an unchanged run used {cpu:.1f} s of CPU"
-    # the wall-clock bound holds on an unloaded machine; on a shared one (load far above the cores) only the CPU bound is meaningful
-    if os.getloadavg()[0] <= 2 * os.cpu_count(): assert secs <= 5, f"an unchanged run took {secs:.1f} s (CPU {cpu:.1f} s)"
-    print(f"unchanged run: {secs:.1f} s wall, {cpu:.1f} s CPU, load {os.getloadavg()[0]:.1f}")
+    # Our own work (keys, digests, links, the run records) must stay small next to MLflow's floor, measured in the same
+    # minute: a step that re-executed (a kernel: 3+ s) or a scikit-learn import (~1 s) breaks this on any machine.
+    assert cpu <= 1.15 * floor + 0.6, f"an unchanged run used {cpu:.1f} s of CPU; MLflow's floor is {floor:.1f} s"
+    # the issue's figure, 5 s of wall clock, holds on an unloaded machine; on a shared one only the bound above is meaningful
+    if os.getloadavg()[0] <= os.cpu_count(): assert secs <= 5, f"an unchanged run took {secs:.1f} s (CPU {cpu:.1f} s)"
+    print(f"unchanged run: {secs:.1f} s wall, {cpu:.1f} s CPU, MLflow floor {floor:.1f} s CPU, load {os.getloadavg()[0]:.1f}")
     train = summary(project, 'r2')['steps'][-1]
     assert 'same model as champion v1' in train['decision'] and 'same model as champion v1' in p.stdout
     for f in ['train.parquet', 'schema.yaml', 'tune.json', 'evaluation.html', 'reference.parquet', '40_train.ipynb']:
@@ -54,6 +72,18 @@ def test_second_run_with_nothing_changed_is_fast_and_registers_nothing(project):
     for s in summary(project, 'r2')['steps']:
         r = c.get_run(s['run_id'])
         assert r.data.tags['cached_from'] == first[s['step']] and r.data.tags['mlops.cache_key'] and r.info.status == 'FINISHED'
+
+
+def test_unchanged_run_loads_no_step_machinery(project):
+    "A run that reuses every step starts no kernel and never imports papermill, jupyter_client or scikit-learn (-X importtime lists every import)."
+    code = "import sys; from mlops_lib.cli import main; sys.exit(main(sys.argv[1:]))"
+    p = subprocess.run([sys.executable, '-X', 'importtime', '-c', code, 'run', '--params', 'params/p.yaml', '--quiet', '--run-name', 'r-imports'],
+                       cwd=ROOT, env=mlops_env(project['out'], MLOPS_ROOT=str(project['root'])), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and rerun(project, 'r-imports') == [], p.stdout + p.stderr[-3000:]
+    loaded = {l.rsplit('|', 1)[-1].strip().split('.')[0] for l in p.stderr.splitlines() if l.startswith('import time:')}
+    assert 'mlflow' in loaded and 'mlops_lib' in loaded, 'importtime lines not parsed'
+    heavy = loaded & {'sklearn', 'papermill', 'jupyter_client', 'nbclient', 'zmq'}   # (scipy and pandas come with `import mlflow`)
+    assert not heavy, f"an unchanged run imported {sorted(heavy)}"
 
 
 def test_if_changed_exits_at_once_when_nothing_changed(project):
