@@ -17,7 +17,7 @@ from .tracking import setup_tracking
 # %% auto #0
 __all__ = ['STEPS', 'DEFAULT_STEPS', 'WARM_MODULES', 'RESET_CODE', 'parse_steps', 'StepContext', 'process_tags', 'process_gone',
            'mark_stale_runs', 'start_step', 'StepFailed', 'kernel_name', 'git_commit', 'RunResult', 'warm_code',
-           'StepKernel', 'take_kernel', 'give_back', 'shutdown_kernels', 'execute_step', 'atomic_notebook_writes',
+           'StepKernel', 'atomic_notebook_writes', 'take_kernel', 'give_back', 'shutdown_kernels', 'execute_step',
            'check_spaces', 'RunFolderError', 'make_run_dir', 'run_pipeline']
 
 # %% ../nbs/09_pipeline.ipynb #879cd01a
@@ -257,6 +257,18 @@ def _env_key(cwd: str|None, name: str|None) -> tuple:
     import os
     return (str(cwd or project_root()), name or kernel_name(), tuple(sorted(os.environ.items())))
 
+# %% ../nbs/09_pipeline.ipynb #db75d333
+def atomic_notebook_writes() -> None:
+    "Make papermill write executed notebooks to a temporary name and rename it, so a kill never leaves a truncated `.ipynb`."
+    from papermill.iorw import LocalHandler, papermill_io
+    class AtomicLocalHandler(LocalHandler):
+        def write(self, buf, path):
+            p = Path(self._cwd or '.')/path
+            if not p.parent.is_dir(): raise FileNotFoundError(f"output folder {p.parent} doesn't exist.")
+            with atomic_path(p) as tmp: tmp.write_text(buf, encoding='utf-8')
+    if not any(type(h).__name__ == 'AtomicLocalHandler' for _, h in papermill_io._handlers):
+        papermill_io._handlers = [(s, AtomicLocalHandler() if s == 'local' else h) for s, h in papermill_io._handlers]
+
 # %% ../nbs/09_pipeline.ipynb #6a76557e
 _IDLE: list = []   # warm kernels not running a step now (a run's steps take and give back one; concurrent runs get their own)
 
@@ -305,18 +317,6 @@ def execute_step(nb_path: Path, # the step notebook
     k.close_clients()
     give_back(k)
     return nb
-
-# %% ../nbs/09_pipeline.ipynb #db75d333
-def atomic_notebook_writes() -> None:
-    "Make papermill write executed notebooks to a temporary name and rename it, so a kill never leaves a truncated `.ipynb`."
-    from papermill.iorw import LocalHandler, papermill_io
-    class AtomicLocalHandler(LocalHandler):
-        def write(self, buf, path):
-            p = Path(self._cwd or '.')/path
-            if not p.parent.is_dir(): raise FileNotFoundError(f"output folder {p.parent} doesn't exist.")
-            with atomic_path(p) as tmp: tmp.write_text(buf, encoding='utf-8')
-    if not any(type(h).__name__ == 'AtomicLocalHandler' for _, h in papermill_io._handlers):
-        papermill_io._handlers = [(s, AtomicLocalHandler() if s == 'local' else h) for s, h in papermill_io._handlers]
 
 # %% ../nbs/09_pipeline.ipynb #72e67066
 def check_spaces(params: Params, params_file: str|Path) -> None:
