@@ -57,7 +57,8 @@ def tree_rss_mb(pid: int) -> float:
 
 def start(cmd, env, url, timeout=300):
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # stderr goes to a file: a pipe nobody reads fills up (64 KB of per-request log lines) and stalls the server
+    p = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=tempfile.TemporaryFile(), start_new_session=True)
     from mlops_lib.serve import wait_until_ready
     wait_until_ready(url, timeout=timeout, proc=p)
     return p, time.perf_counter() - t0
