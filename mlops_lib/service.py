@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['PAYLOAD_FORMS', 'ONNX_TOLERANCE', 'RequestError', 'payload_frame', 'contract_errors', 'request_model',
            'ServiceConfig', 'DriftCollector', 'ServiceMetrics', 'load_served', 'Guard', 'create_app', 'app_from_env',
-           'run_service', 'OnnxUnsupported', 'OnnxPredictor', 'to_onnx_bytes', 'onnx_check', 'onnx_path', 'export_onnx',
-           'onnx_predictor']
+           'worker_threads', 'run_service', 'OnnxUnsupported', 'OnnxPredictor', 'to_onnx_bytes', 'onnx_check',
+           'onnx_path', 'export_onnx', 'onnx_predictor']
 
 # %% ../nbs/11c_service.ipynb #3ec9c65f
-import asyncio, json, math, os, signal, socket, sys, tempfile, threading, time, uuid
+import asyncio, contextlib, json, math, os, signal, socket, sys, tempfile, threading, time, uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -457,6 +457,28 @@ def app_from_env():
     return create_app(ServiceConfig.from_env())
 
 # %% ../nbs/11c_service.ipynb #c0d3d943
+def worker_threads(workers: int, # uvicorn worker processes
+                   cpus: int|None=None, # the cores to share (default: `os.cpu_count()`)
+                  ) -> int:
+    "OpenMP threads per worker, so that the workers' threads together do not outnumber the cores."
+    return max(1, (cpus or os.cpu_count() or 1) // workers)
+
+def _run_uvicorn(config):
+    "Run uvicorn like `uvicorn.run`, but with `TCP_NODELAY` on the listening socket when there are several workers."
+    import socket
+    from uvicorn import Server
+    from uvicorn.supervisors import Multiprocess
+    if config.workers == 1:
+        server = Server(config)
+        with contextlib.suppress(KeyboardInterrupt): server.run()
+        if not server.started: sys.exit(3)  # uvicorn's STARTUP_FAILURE, as `uvicorn.run` exits
+        return
+    # uvicorn binds the shared socket with proto 0, so asyncio's per-connection TCP_NODELAY is skipped in the workers and
+    # every response waits ~40 ms for the client's delayed ACK (Nagle). Linux copies the option to accepted sockets.
+    sock = config.bind_socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with contextlib.suppress(KeyboardInterrupt): Multiprocess(config, sockets=[sock]).run()
+
 def run_service(params_file: str|Path, # the project params (its `name` is the registered model)
                 port: int=5001, host: str='127.0.0.1',
                 alias: str|None='champion', # the alias to serve ...
@@ -485,7 +507,10 @@ def run_service(params_file: str|Path, # the project params (its `name` is the r
     os.environ.update(MLOPS_SERVICE_CONFIG=cfg.to_env(), PROMETHEUS_MULTIPROC_DIR=mp)
     label = f"{P.name} v{mv.version}" + (f" ({alias})" if version is None and alias else '')
     print(f"serving {label} ({runtime}, {workers} worker{'s' if workers > 1 else ''}) on http://{host}:{port}: POST /invocations or /predict, docs at /docs, metrics at /metrics; Ctrl-C stops it", flush=True)
-    try: uvicorn.run('mlops_lib.service:app_from_env', factory=True, host=host, port=port, workers=workers, log_level='warning', access_log=False, timeout_graceful_shutdown=30)
+    os.environ.setdefault('OMP_NUM_THREADS', str(worker_threads(workers)))
+    config = uvicorn.Config('mlops_lib.service:app_from_env', factory=True, host=host, port=port, workers=workers,
+                            log_level='warning', access_log=False, timeout_graceful_shutdown=30)
+    try: _run_uvicorn(config)
     finally: shutil.rmtree(mp, ignore_errors=True)
     return 0
 

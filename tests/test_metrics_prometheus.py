@@ -1,5 +1,5 @@
 "`GET /metrics` scraped by a real Prometheus (Debian's package): the counters rise after traffic, the drift gauges come from the monitor's latest.json."
-import json, shutil, subprocess, time
+import ctypes, json, os, shutil, socket, subprocess, time
 import pytest
 import requests
 from servicekit import running_service
@@ -74,3 +74,44 @@ def test_prometheus_sees_the_counters_rise(service, prometheus):
     _wait(prometheus, 'mlops_model_info{version="1"}', lambda v: v and max(v.values()) == 1)
     _wait(prometheus, 'mlops_drift_feature_psi{feature="Age"}', lambda v: v and list(v.values()) == [0.3])
     _wait(prometheus, 'mlops_drift_dataset', lambda v: v and list(v.values()) == [1.0])
+
+
+def _tree(pid: int) -> list[int]:
+    "A process and its descendants, from /proc."
+    kids = {}
+    for d in os.listdir('/proc'):
+        if d.isdigit():
+            try: kids.setdefault(int(open(f'/proc/{d}/stat').read().rsplit(')', 1)[1].split()[1]), []).append(int(d))
+            except OSError: pass
+    out, todo = [], [pid]
+    while todo: p = todo.pop(); out.append(p); todo += kids.get(p, [])
+    return out
+
+
+def _server_side_nodelay(pids: list[int], port: int, client_port: int) -> int:
+    "TCP_NODELAY of the server's end of the connection loopback:client_port -> loopback:port, read through pidfd_getfd."
+    inodes = {f[9] for f in (l.split() for l in open('/proc/net/tcp').read().splitlines()[1:])
+              if int(f[1].split(':')[1], 16) == port and int(f[2].split(':')[1], 16) == client_port}
+    libc = ctypes.CDLL(None, use_errno=True)
+    for pid in pids:
+        for fd in os.listdir(f'/proc/{pid}/fd'):
+            try: target = os.readlink(f'/proc/{pid}/fd/{fd}')
+            except OSError: continue
+            if target.removeprefix('socket:[').removesuffix(']') in inodes:
+                pidfd = os.pidfd_open(pid)
+                try: dup = libc.syscall(438, pidfd, int(fd), 0)  # pidfd_getfd(2)
+                finally: os.close(pidfd)
+                assert dup >= 0, f"pidfd_getfd failed: errno {ctypes.get_errno()}"
+                with socket.socket(fileno=dup) as s: return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    raise AssertionError(f"no process of {pids} holds the server end of the connection from port {client_port}")
+
+
+def test_two_workers_answer_without_the_nagle_stall(smoke_model, tmp_path):
+    "With --workers 2 uvicorn binds the shared socket itself (proto 0), so asyncio does not set TCP_NODELAY on connections and each "
+    "response waited ~40 ms for the client's delayed ACK. `mlops serve` sets it on the listening socket; the accepted connection has it."
+    with running_service(tmp_path/'outputs', '--tracking-uri', smoke_model['uri'], '--workers', 2, '--no-log') as (url, proc):
+        port = int(url.rsplit(':', 1)[1])
+        with socket.create_connection(('127.0.0.1', port)) as c:
+            c.sendall(b'GET /ping HTTP/1.1\r\nHost: x\r\n\r\n')
+            assert c.recv(4096).startswith(b'HTTP/1.1 200')
+            assert _server_side_nodelay(_tree(proc.pid), port, c.getsockname()[1]) == 1
