@@ -128,7 +128,7 @@ def bench_project(outputs, project, rows, a):
 
 def formats(outputs, project):
     "Load time, one-row latency and memory of one model in each format: cloudpickle, skops, ONNX."
-    import cloudpickle, skops.io as sio, resource
+    import cloudpickle, skops.io as sio
     from mlops_lib.tracking import load_model, SKOPS_TRUSTED_TYPES
     from mlops_lib.service import to_onnx_bytes, OnnxPredictor
     P = yaml.safe_load((outputs/f'{project}.yaml').read_text())
@@ -147,9 +147,11 @@ def formats(outputs, project):
         f = d/('m.onnx' if fmt == 'onnx' else 'm.pkl' if fmt == 'cloudpickle' else 'm.skops')
         if not f.exists(): continue
         X1.to_csv(d/'x1.csv', index=False)
-        prog = ("import time, resource, pandas as pd, numpy as np\nr0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\nt = time.perf_counter()\n" + c.format(d=d, classes=lm.classes) +
+        # memory from /proc/self/status: ru_maxrss would carry the benchmark's own high-water mark over exec
+        prog = ("import time, re, pandas as pd, numpy as np\nkb = lambda k: int(re.search(k + r':\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
+                "r0 = kb('VmRSS')\nt = time.perf_counter()\n" + c.format(d=d, classes=lm.classes) +
                 f"\nload = time.perf_counter() - t\nX = pd.read_csv('{d}/x1.csv')\nfor _ in range(20): m.predict_proba(X)\nms = []\nfor _ in range(300):\n    t = time.perf_counter(); m.predict_proba(X); ms.append((time.perf_counter() - t) * 1000)\n"
-                "print(load, np.percentile(ms, 50), (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+                "print(load, np.percentile(ms, 50), (kb('VmRSS') - r0) / 1024, kb('VmHWM') / 1024)")
         r = subprocess.run([sys.executable, '-c', prog], capture_output=True, text=True, cwd=ROOT)
         if r.returncode: out.append(dict(project=project, format=fmt, note=r.stderr.strip().splitlines()[-1][:120])); continue
         load, p50, dmem, mem = map(float, r.stdout.split())

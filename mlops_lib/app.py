@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING
 import numpy as np, pandas as pd
 import plotly.graph_objects as go
 import ipywidgets as widgets
-from .config import Params, load_params, outputs_dir, project_root, resolve_path, sigterm_as_interrupt, tracking_uri
+from mlops_lib.config import (
+    Params,
+    load_params,
+    outputs_dir,
+    project_root,
+    resolve_path,
+    sigterm_as_interrupt,
+    tracking_uri,
+)
+
 if TYPE_CHECKING:
     from mlops_lib.schema import ColumnSpec, DataSchema
     from mlops_lib.tracking import LoadedModel
@@ -45,17 +54,22 @@ def _decimals(lo: float, hi: float) -> int:
 def hint(c: ColumnSpec) -> str:
     "The text beside a numeric field: the expected range (integers for an integer feature) and any declared bounds."
     if c.kind != 'numeric' or c.min is None: return ''
-    if c.dtype == 'int64': lo, hi = f'{math.ceil(c.min):,}', f'{math.floor(c.max):,}'
+    if c.dtype == 'int64':lo, hi = f'{math.ceil(c.min):,}', f'{math.floor(c.max):,}'
     else: d = _decimals(c.min, c.max); lo, hi = f'{c.min:,.{d}f}', f'{c.max:,.{d}f}'
     k = c.constraints or {}
-    allowed = '' if k.get('min') is None and k.get('max') is None else f" (allowed {_num(k['min']) if k.get('min') is not None else '-inf'} to {_num(k['max']) if k.get('max') is not None else 'inf'})"
+    allowed = (
+        ''
+        if k.get('min') is None and k.get('max') is None
+        else f" (allowed {_num(k['min']) if k.get('min') is not None else '-inf'} to {_num(k['max']) if k.get('max') is not None else 'inf'})"
+    )
     return f'typically {lo} to {hi}' + allowed
 
 # %% ../nbs/12_app.ipynb #2beda428
-def form_spec(schema: DataSchema, # the model's data schema
-              importance: pd.DataFrame|None=None, # permutation importance (feature, importance_mean) to order the fields
-              top: int=12, # fields shown directly; the rest go under 'More fields'
-             ) -> list[dict]:
+def form_spec(
+    schema: DataSchema,  # the model's data schema
+    importance: pd.DataFrame | None = None,  # permutation importance (feature, importance_mean) to order the fields
+    top: int = 12,  # fields shown directly; the rest go under 'More fields'
+) -> list[dict]:
     "One dict per feature: name, kind, dtype, default, min/max or categories, and `primary` (shown directly)."
     names = schema.feature_names
     if importance is not None and len(importance):
@@ -63,33 +77,55 @@ def form_spec(schema: DataSchema, # the model's data schema
         names = ranked + [f for f in names if f not in ranked]
     first = set(names[:top])
     order = names if len(names) > top else schema.feature_names
-    return [dict(name=n, kind=(c := schema.column(n)).kind, dtype=c.dtype, nullable=c.nullable, default=default_value(c), min=c.min, max=c.max,
-                 categories=c.categories, primary=n in first) for n in order]
+    return [
+        dict(
+            name=n,
+            kind=(c := schema.column(n)).kind,
+            dtype=c.dtype,
+            nullable=c.nullable,
+            default=default_value(c),
+            min=c.min,
+            max=c.max,
+            categories=c.categories,
+            primary=n in first,
+        )
+        for n in order
+    ]
 
 # %% ../nbs/12_app.ipynb #b56e1042
-def _blank(v) -> bool: return v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and math.isnan(v))
+def _blank(v) -> bool:
+    return v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and math.isnan(v))
+
 
 def check_value(v, c: ColumnSpec) -> str|None:
     "Why the contract refuses `v` as a value of column `c` (None when it accepts it)."
     if _blank(v): return None
     k = c.constraints or {}
     if c.kind == 'categorical':
-        return None if k.get('categories') is None or v in k['categories'] else f"not allowed (declared categories: {', '.join(map(str, k['categories'][:8]))})"
-    try: x = float(str(v).strip())
-    except ValueError: return 'not a number'
+        return (
+            None
+            if k.get('categories') is None or v in k['categories']
+            else f"not allowed (declared categories: {', '.join(map(str, k['categories'][:8]))})"
+        )
+    try:
+        x = float(str(v).strip())
+    except ValueError:
+        return 'not a number'
     if not math.isfinite(x): return 'not a number'
     if k.get('min') is not None and x < k['min']: return f"below the allowed minimum {_num(k['min'])}"
     if k.get('max') is not None and x > k['max']: return f"above the allowed maximum {_num(k['max'])}"
-    if k.get('categories') is not None and x not in k['categories']: return f"not allowed (declared values: {', '.join(map(str, k['categories'][:8]))})"
+    if k.get('categories') is not None and x not in k['categories']:
+        return f"not allowed (declared values: {', '.join(map(str, k['categories'][:8]))})"
     return None
 
 def note_value(v, c: ColumnSpec) -> str|None:
     "Which expectation `v` breaks as a value of column `c` (None when none; the value is still scored)."
     if _blank(v): return None if c.nullable else 'empty: the model fills in a typical value'
     if c.kind == 'categorical': return None if v in c.categories else 'a category not seen in training'
-    try: x = float(str(v).strip())
+    try:x = float(str(v).strip())
     except ValueError: return None
-    if c.min is not None and not c.min <= x <= c.max: return f"outside the expected range ({hint(c).removeprefix('typically ').split(' (')[0]}); the prediction is less certain"
+    if c.min is not None and not c.min <= x <= c.max:
+        return f"outside the expected range ({hint(c).removeprefix('typically ').split(' (')[0]}); the prediction is less certain"
     if c.dtype == 'int64' and not x.is_integer(): return 'training had whole numbers only'
     return None
 
@@ -101,7 +137,11 @@ def check_form(values: dict, # field name -> value as typed (numbers may be stri
 
 def form_notes(values: dict, schema: DataSchema) -> dict[str, str]:
     "The expectation breaks of a form's values: field name -> warning (they do not block Predict)."
-    return {c.name: msg for c in schema.features if (msg := note_value(values.get(c.name), c)) and not check_value(values.get(c.name), c)}
+    return {
+        c.name: msg
+        for c in schema.features
+        if (msg := note_value(values.get(c.name), c)) and not check_value(values.get(c.name), c)
+    }
 
 # %% ../nbs/12_app.ipynb #81058087
 def form_row(values: dict, schema: DataSchema) -> pd.DataFrame:
@@ -109,8 +149,14 @@ def form_row(values: dict, schema: DataSchema) -> pd.DataFrame:
     row = {}
     for c in schema.features:
         v = values.get(c.name, default_value(c))
-        if c.kind == 'numeric': row[c.name] = pd.Series([np.nan if _blank(v) else float(v)], dtype='float64').astype('int64' if c.dtype == 'int64' and not _blank(v) else 'float64')
-        else: row[c.name] = pd.Series([None if _blank(v) else v], dtype='bool' if c.dtype == 'bool' and not _blank(v) else 'object')
+        if c.kind == 'numeric':
+            row[c.name] = pd.Series([np.nan if _blank(v) else float(v)], dtype='float64').astype(
+                'int64' if c.dtype == 'int64' and not _blank(v) else 'float64'
+            )
+        else:
+            row[c.name] = pd.Series(
+                [None if _blank(v) else v], dtype='bool' if c.dtype == 'bool' and not _blank(v) else 'object'
+            )
     return pd.DataFrame(row)
 
 # %% ../nbs/12_app.ipynb #3a90c4f3
@@ -133,18 +179,38 @@ def predict_one(lm: LoadedModel, # the loaded model
     flags = [f for f in str(row['_flags']).split(';') if f]
     if lm.schema.task == 'regression':
         v, band = float(row['prediction']), lm.metrics.get('rmse', lm.metrics.get('mae'))
-        return dict(prediction=v, band=band, low=None if band is None else v - band, high=None if band is None else v + band, flags=flags)
+        return dict(
+            prediction=v,
+            band=band,
+            low=None if band is None else v - band,
+            high=None if band is None else v + band,
+            flags=flags,
+        )
     classes = [c.item() if hasattr(c, 'item') else c for c in lm.classes]
     p = [float(row[f'proba_{c}']) for c in classes]
     pred = row['prediction']
-    return dict(prediction=pred.item() if hasattr(pred, 'item') else pred, probability=float(row['probability']), proba=dict(zip(classes, p)), flags=flags)
+    return dict(
+        prediction=pred.item() if hasattr(pred, 'item') else pred,
+        probability=float(row['probability']),
+        proba=dict(zip(classes, p)),
+        flags=flags,
+    )
 
 # %% ../nbs/12_app.ipynb #10ab9427
 def show_figure(out: widgets.Output, fig: go.Figure|None) -> widgets.Output:
     "Replace what `out` shows by `fig` (nothing when None)."
     if fig is None: out.outputs = (); return out
     spec = {**json.loads(fig.to_json()), 'config': {'displaylogo': False, 'responsive': True}}
-    out.outputs = ({'output_type': 'display_data', 'data': {'application/vnd.plotly.v1+json': spec, 'text/plain': f'<plotly figure: {fig.layout.title.text or ""}>'}, 'metadata': {}},)
+    out.outputs = (
+        {
+            'output_type': 'display_data',
+            'data': {
+                'application/vnd.plotly.v1+json': spec,
+                'text/plain': f'<plotly figure: {fig.layout.title.text or ""}>',
+            },
+            'metadata': {},
+        },
+    )
     return out
 
 # %% ../nbs/12_app.ipynb #c3079ea3
@@ -156,15 +222,33 @@ def result_figure(res: dict, # from `predict_one`
         labels, ps = [str(k) for k in res['proba']], list(res['proba'].values())
         fig = go.Figure(go.Bar(x=ps, y=labels, orientation='h', text=[f'{p:.1%}' for p in ps], textposition='auto',
                                marker_color=['#2a9d8f' if l == str(res['prediction']) else '#b0bec5' for l in labels]))
-        return fig.update_layout(title=f"Predicted {schema.target.name}: {res['prediction']}", xaxis=dict(range=[0, 1], tickformat='.0%'), height=120 + 40 * len(labels), margin=dict(l=80, r=20, t=50, b=40))
+        return fig.update_layout(
+            title=f"Predicted {schema.target.name}: {res['prediction']}",
+            xaxis=dict(range=[0, 1], tickformat='.0%'),
+            height=120 + 40 * len(labels),
+            margin=dict(l=80, r=20, t=50, b=40),
+        )
     t, v = schema.target, res['prediction']
     lo, hi = (t.min, t.max) if t.min is not None else (v - 1, v + 1)
     steps = [] if res['band'] is None else [dict(range=[max(lo, res['low']), min(hi, res['high'])], color='#cfe8e5')]
-    fig = go.Figure(go.Indicator(mode='gauge+number', value=v, number=dict(valueformat='.4g'), gauge=dict(axis=dict(range=[lo, hi]), steps=steps, bar=dict(color='#2a9d8f'))))
-    return fig.update_layout(title=f"Predicted {t.name}" + ('' if res['band'] is None else f" (band: ± test error {res['band']:.3g})"), height=260, margin=dict(l=30, r=30, t=60, b=10))
+    fig = go.Figure(
+        go.Indicator(
+            mode='gauge+number',
+            value=v,
+            number=dict(valueformat='.4g'),
+            gauge=dict(axis=dict(range=[lo, hi]), steps=steps, bar=dict(color='#2a9d8f')),
+        )
+    )
+    return fig.update_layout(
+        title=f"Predicted {t.name}" + ('' if res['band'] is None else f" (band: ± test error {res['band']:.3g})"),
+        height=260,
+        margin=dict(l=30, r=30, t=60, b=10),
+    )
 
 # %% ../nbs/12_app.ipynb #74fd90ed
-def _css(name: str) -> str: return 'mlops-field-' + ''.join(ch if ch.isalnum() or ch in '-_' else '_' for ch in str(name))
+def _css(name: str) -> str:
+    return 'mlops-field-' + ''.join(ch if ch.isalnum() or ch in '-_' else '_' for ch in str(name))
+
 
 def _field(s: dict, c: ColumnSpec) -> tuple[widgets.Widget, widgets.HTML, widgets.HTML, widgets.HBox]:
     "The input widget, its inline error and warning, and the row holding them with a label and the expected range."
@@ -172,12 +256,25 @@ def _field(s: dict, c: ColumnSpec) -> tuple[widgets.Widget, widgets.HTML, widget
         opts = [(str(v), v) for v in s['categories']] + ([('(missing)', None)] if s['nullable'] else [])
         w, text = widgets.Dropdown(options=opts, value=s['default'], layout=widgets.Layout(width='180px')), ''
     else:
-        w = widgets.Text(value=s['default'], placeholder='(missing)' if s['nullable'] else '', layout=widgets.Layout(width='180px'))
+        w = widgets.Text(
+            value=s['default'], placeholder='(missing)' if s['nullable'] else '', layout=widgets.Layout(width='180px')
+        )
         text = hint(c)
-    err, warn = widgets.HTML('', layout=widgets.Layout(min_width='160px')), widgets.HTML('', layout=widgets.Layout(min_width='160px'))
+    err, warn = widgets.HTML('', layout=widgets.Layout(min_width='160px')), widgets.HTML(
+        '', layout=widgets.Layout(min_width='160px')
+    )
     err.add_class('mlops-error'); warn.add_class('mlops-warning')
-    row = widgets.HBox([widgets.HTML(f'<b>{html.escape(str(s["name"]))}</b>', layout=widgets.Layout(width='150px', overflow='hidden')), w,
-                        widgets.HTML(f'<span style="color:#777">{html.escape(text)}</span>', layout=widgets.Layout(width='190px')), err, warn])
+    row = widgets.HBox(
+        [
+            widgets.HTML(
+                f'<b>{html.escape(str(s["name"]))}</b>', layout=widgets.Layout(width='150px', overflow='hidden')
+            ),
+            w,
+            widgets.HTML(f'<span style="color:#777">{html.escape(text)}</span>', layout=widgets.Layout(width='190px')),
+            err,
+            warn,
+        ]
+    )
     row.add_class(_css(s['name']))
     return w, err, warn, row
 
@@ -215,7 +312,9 @@ def _mark(self: PredictionForm, name: str) -> str|None:
     msg = check_value(v, c)
     note = None if msg else note_value(v, c)
     self.errors[name].value = '' if msg is None else f'<span style="color:#c62828">&#9888; {html.escape(msg)}</span>'
-    self.warnings[name].value = '' if note is None else f'<span style="color:#b26a00">&#9888; {html.escape(note)}</span>'
+    self.warnings[name].value = (
+        '' if note is None else f'<span style="color:#b26a00">&#9888; {html.escape(note)}</span>'
+    )
     return msg
 
 def _check(self: PredictionForm) -> dict:
@@ -233,7 +332,13 @@ def _set(self: PredictionForm, **values) -> PredictionForm:
     for n, v in values.items(): self.fields[n].value = v
     return self
 
-PredictionForm.values, PredictionForm._mark, PredictionForm.check, PredictionForm.notes, PredictionForm.set = _values, _mark, _check, _notes, _set
+PredictionForm.values, PredictionForm._mark, PredictionForm.check, PredictionForm.notes, PredictionForm.set = (
+    _values,
+    _mark,
+    _check,
+    _notes,
+    _set,
+)
 
 # %% ../nbs/12_app.ipynb #b081056a
 def partial_dependence_row(lm: LoadedModel, # the loaded model
@@ -285,7 +390,9 @@ def score_batch_csv(lm: LoadedModel, # the loaded model
 def table_html(df: pd.DataFrame, max_rows: int=200, cls: str='mlops-table') -> str:
     "An escaped HTML table of the first `max_rows` rows, noting how many were left out."
     more = f'<p style="color:#777">showing {max_rows} of {len(df)} rows</p>' if len(df) > max_rows else ''
-    t = df.head(max_rows).to_html(index=False, escape=True, border=0, classes=cls, float_format=lambda v: f'{v:.4g}', na_rep='')
+    t = df.head(max_rows).to_html(
+        index=False, escape=True, border=0, classes=cls, float_format=lambda v: f'{v:.4g}', na_rep=''
+    )
     return f'<div style="max-height:360px;overflow:auto">{t}</div>{more}'
 
 def download_link(df: pd.DataFrame, filename: str, label: str='Download the scored CSV') -> str:
@@ -303,10 +410,19 @@ def model_card_html(lm: LoadedModel, params_file: str|None=None) -> str:
     "The model card: name, version and aliases, when it was trained, the run and its test metrics."
     aliases = ', '.join(lm.aliases) or 'no alias'
     metrics = ''.join(f'<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>' for k, v in sorted(lm.metrics.items()))
-    rows = [('Model', f'{lm.name} version {lm.version} ({aliases})'), ('Task', lm.schema.task), ('Target', lm.schema.target.name),
-            ('Trained', lm.created.strftime('%Y-%m-%d %H:%M UTC')), ('Run', lm.run_id), ('Features', str(len(lm.schema.features)))]
+    rows = [
+        ('Model', f'{lm.name} version {lm.version} ({aliases})'),
+        ('Task', lm.schema.task),
+        ('Target', lm.schema.target.name),
+        ('Trained', lm.created.strftime('%Y-%m-%d %H:%M UTC')),
+        ('Run', lm.run_id),
+        ('Features', str(len(lm.schema.features))),
+    ]
     rows += [('Params file', params_file)] if params_file else []
-    head = ''.join(f'<tr><th style="text-align:left;padding-right:1em">{k}</th><td>{html.escape(str(v))}</td></tr>' for k, v in rows)
+    head = ''.join(
+        f'<tr><th style="text-align:left;padding-right:1em">{k}</th><td>{html.escape(str(v))}</td></tr>'
+        for k, v in rows
+    )
     return f'<div class="mlops-card"><table>{head}</table><h4>Test metrics</h4><table class="mlops-metrics">{metrics or "<tr><td>none logged</td></tr>"}</table></div>'
 
 # %% ../nbs/12_app.ipynb #ab58e02b
@@ -314,17 +430,35 @@ def monitoring_html(path: Path|None=None, model: str|None=None) -> str:
     "The latest drift report's summary (of `model` when it has one), or how to make one."
     own = outputs_dir()/'monitor'/model/'latest.json' if model else None
     path = Path(path or (own if own and own.is_file() else outputs_dir()/'monitor'/'latest.json'))
-    if not path.is_file(): return message_html('No drift report yet: run mlops monitor --params <params file> --current <new data CSV> (or --from-log for served traffic)')
-    try: d = json.loads(path.read_text()); s = d['summary']
-    except (ValueError, KeyError) as ex: return message_html(f'{path.name}: not a drift report ({ex})', 'error')
+    if not path.is_file():
+        return message_html(
+            'No drift report yet: run mlops monitor --params <params file> --current <new data CSV> (or --from-log for served traffic)'
+        )
+    try:
+        d = json.loads(path.read_text())
+        s = d['summary']
+    except (ValueError, KeyError) as ex:
+        return message_html(f'{path.name}: not a drift report ({ex})', 'error')
     verdict = ('warn', 'Dataset drift detected') if s.get('dataset_drift') else ('ok', 'No dataset drift')
     feats = ', '.join(map(str, s.get('drifted_features', [])[:20])) or 'none'
-    facts = [f"batch {html.escape(Path(str(d.get('current', '?'))).name)}: {d.get('rows_valid', '?')} of {d.get('rows', '?')} rows pass the model's schema"]
-    if p := d.get('prediction'): facts.append(f"prediction drift: {'yes' if p.get('drifted') else 'no'} ({html.escape(str(p.get('test', '')))})")
-    if (fl := d.get('flags')) and fl.get('rows'): facts.append(f"{fl['flagged']} of {fl['rows']} rows flagged by the schema ({fl['share']:.1%})")
-    if d.get('live_metric') is not None: facts.append(f"live {html.escape(str(d.get('metric')))} {d['live_metric']:.4g} vs test {d.get('test_metric') or float('nan'):.4g}")
-    return (message_html(f"{verdict[1]}: {s.get('n_drifted')} of {s.get('n_features')} features drifted ({s.get('share_drifted', 0):.0%}); report created {d.get('created', '?')}", verdict[0])
-            + f"<p>Drifted features: {html.escape(feats)}</p><p>{'; '.join(facts)}</p><p style='color:#777'>Full report: {html.escape(str(d.get('report_path', '')))}</p>")
+    facts = [
+        f"batch {html.escape(Path(str(d.get('current', '?'))).name)}: {d.get('rows_valid', '?')} of {d.get('rows', '?')} rows pass the model's schema"
+    ]
+    if p := d.get('prediction'):
+        facts.append(f"prediction drift: {'yes' if p.get('drifted') else 'no'} ({html.escape(str(p.get('test', '')))})")
+    if (fl := d.get('flags')) and fl.get('rows'):
+        facts.append(f"{fl['flagged']} of {fl['rows']} rows flagged by the schema ({fl['share']:.1%})")
+    if d.get('live_metric') is not None:
+        facts.append(
+            f"live {html.escape(str(d.get('metric')))} {d['live_metric']:.4g} vs test {d.get('test_metric') or float('nan'):.4g}"
+        )
+    return (
+        message_html(
+            f"{verdict[1]}: {s.get('n_drifted')} of {s.get('n_features')} features drifted ({s.get('share_drifted', 0):.0%}); report created {d.get('created', '?')}",
+            verdict[0],
+        )
+        + f"<p>Drifted features: {html.escape(feats)}</p><p>{'; '.join(facts)}</p><p style='color:#777'>Full report: {html.escape(str(d.get('report_path', '')))}</p>"
+    )
 
 # %% ../nbs/12_app.ipynb #19dd7466
 def live_window(folder: Path, window: str='1h', fallback: int=1000) -> tuple[pd.DataFrame, str]:
@@ -340,18 +474,26 @@ def live_stats(df: pd.DataFrame, # logged rows (`read_log`)
                now: pd.Timestamp|None=None,
               ) -> dict:
     "Request and row rates, latency percentiles, flagged share and versions of logged rows."
-    from mlops_lib.monitor import flag_summary
+    from mlops_lib.drift import flag_summary
     from mlops_lib.predlog import parse_since
     now = now or pd.Timestamp.now(tz='UTC')
     start = max(parse_since(window, now), df.timestamp.min()) if len(df) else now
     minutes = max((max(now, df.timestamp.max()) - start).total_seconds() / 60, 1 / 60) if len(df) else 1.0
     reqs = df.drop_duplicates('request_id') if 'request_id' in df.columns else df
     lat = reqs['latency_ms'].dropna() if 'latency_ms' in df.columns else pd.Series(dtype=float)
-    return dict(rows=len(df), requests=len(reqs), rows_per_min=len(df) / minutes, requests_per_min=len(reqs) / minutes,
-                latency_ms={f'p{q}': float(lat.quantile(q / 100)) if len(lat) else float('nan') for q in (50, 90, 95, 99)},
-                flags=flag_summary(df['_flags']) if '_flags' in df.columns else None, first=df.timestamp.min() if len(df) else None,
-                last=df.timestamp.max() if len(df) else None,
-                versions=df.model_version.dropna().astype(str).value_counts().to_dict() if 'model_version' in df.columns else {})
+    return dict(
+        rows=len(df),
+        requests=len(reqs),
+        rows_per_min=len(df) / minutes,
+        requests_per_min=len(reqs) / minutes,
+        latency_ms={f'p{q}': float(lat.quantile(q / 100)) if len(lat) else float('nan') for q in (50, 90, 95, 99)},
+        flags=flag_summary(df['_flags']) if '_flags' in df.columns else None,
+        first=df.timestamp.min() if len(df) else None,
+        last=df.timestamp.max() if len(df) else None,
+        versions=(
+            df.model_version.dropna().astype(str).value_counts().to_dict() if 'model_version' in df.columns else {}
+        ),
+    )
 
 # %% ../nbs/12_app.ipynb #cf2ff3ad
 def _logged_outputs(df: pd.DataFrame, lm: LoadedModel) -> pd.Series|None:
@@ -368,11 +510,22 @@ def live_drift(df: pd.DataFrame, # logged rows
                ref_pred: pd.Series|None=None,     # default: the model's outputs on the reference
               ) -> dict:
     "Feature and prediction drift of logged rows against the model's training data (`mlops monitor`'s tests)."
-    from mlops_lib.monitor import drift_report, model_outputs, reference_data
+    from mlops_lib.drift import drift_report
+    from mlops_lib.monitor import model_outputs, reference_data
     ref = reference if reference is not None else reference_data(lm)
     cur = _logged_outputs(df, lm)
-    if cur is not None and ref_pred is None: ref_pred = model_outputs(lm.model, ref[lm.schema.feature_names], lm.schema.task)
-    return drift_report(ref, df, lm.schema.numeric, lm.schema.categorical, cfg, ref_pred=ref_pred if cur is not None else None, cur_pred=cur, source='the prediction log')
+    if cur is not None and ref_pred is None:
+        ref_pred = model_outputs(lm.model, ref[lm.schema.feature_names], lm.schema.task)
+    return drift_report(
+        ref,
+        df,
+        lm.schema.numeric,
+        lm.schema.categorical,
+        cfg,
+        ref_pred=ref_pred if cur is not None else None,
+        cur_pred=cur,
+        source='the prediction log',
+    )
 
 # %% ../nbs/12_app.ipynb #a6b9a8ae
 def live_html(stats: dict, # from `live_stats`
@@ -381,36 +534,68 @@ def live_html(stats: dict, # from `live_stats`
               folder: Path, # the log folder, to say where the rows come from
              ) -> str:
     "The live-service panel: traffic, latency, flags and drift of the last window of the prediction log."
-    if not stats['rows']: return message_html(f'No served traffic logged yet: mlops serve logs every row it scores to {folder}')
+    if not stats['rows']:
+        return message_html(f'No served traffic logged yet: mlops serve logs every row it scores to {folder}')
     lat, fl = stats['latency_ms'], stats['flags']
-    rows = [('Rows', f"{stats['rows']:,} in {what}, {stats['first']:%Y-%m-%d %H:%M:%S} to {stats['last']:%H:%M:%S} UTC"),
-            ('Request rate', f"{stats['requests_per_min']:.3g} requests/min ({stats['rows_per_min']:.3g} rows/min)"),
-            ('Latency', ', '.join(f'{k} {v:.3g} ms' for k, v in lat.items()) if not math.isnan(lat['p50']) else 'not logged'),
-            ('Flagged by the schema', '—' if not fl else f"{fl['share']:.1%} of rows ({fl['flagged']:,})" + ''.join(f'; {k} {v:,}' for k, v in fl['by_rule'].items() if v)),
-            ('Versions', ', '.join(f'v{k}: {v:,} rows' for k, v in stats['versions'].items()) or '—')]
+    rows = [
+        ('Rows', f"{stats['rows']:,} in {what}, {stats['first']:%Y-%m-%d %H:%M:%S} to {stats['last']:%H:%M:%S} UTC"),
+        ('Request rate', f"{stats['requests_per_min']:.3g} requests/min ({stats['rows_per_min']:.3g} rows/min)"),
+        (
+            'Latency',
+            ', '.join(f'{k} {v:.3g} ms' for k, v in lat.items()) if not math.isnan(lat['p50']) else 'not logged',
+        ),
+        (
+            'Flagged by the schema',
+            (
+                '—'
+                if not fl
+                else f"{fl['share']:.1%} of rows ({fl['flagged']:,})"
+                + ''.join(f'; {k} {v:,}' for k, v in fl['by_rule'].items() if v)
+            ),
+        ),
+        ('Versions', ', '.join(f'v{k}: {v:,} rows' for k, v in stats['versions'].items()) or '—'),
+    ]
     if isinstance(drift, dict):
         s, p = drift['summary'], drift.get('prediction')
-        rows.append(('Drift', f"{'DATASET DRIFT' if s['dataset_drift'] else 'no dataset drift'}: {s['n_drifted']} of {s['n_features']} features drifted"
-                              + (f" ({', '.join(map(str, s['drifted_features'][:8]))})" if s['drifted_features'] else '')
-                              + (f"; prediction drift: {'yes' if p['drifted'] else 'no'}" if p else '')))
-    elif drift: rows.append(('Drift', drift))
-    body = ''.join(f'<tr><th style="text-align:left;padding-right:1em">{k}</th><td>{html.escape(v)}</td></tr>' for k, v in rows)
+        rows.append(
+            (
+                'Drift',
+                f"{'DATASET DRIFT' if s['dataset_drift'] else 'no dataset drift'}: {s['n_drifted']} of {s['n_features']} features drifted"
+                + (f" ({', '.join(map(str, s['drifted_features'][:8]))})" if s['drifted_features'] else '')
+                + (f"; prediction drift: {'yes' if p['drifted'] else 'no'}" if p else ''),
+            )
+        )
+    elif drift:
+        rows.append(('Drift', drift))
+    body = ''.join(
+        f'<tr><th style="text-align:left;padding-right:1em">{k}</th><td>{html.escape(v)}</td></tr>' for k, v in rows
+    )
     kind = 'warn' if isinstance(drift, dict) and drift['summary']['dataset_drift'] else 'ok'
     head = message_html(f"Live service: {stats['requests']:,} requests in {what}", kind)
     feats = ''
     if isinstance(drift, dict):
-        t = drift['features'][['feature', 'test', 'statistic', 'p_value', 'psi', 'drifted']].sort_values(['drifted', 'psi'], ascending=False)
+        t = drift['features'][['feature', 'test', 'statistic', 'p_value', 'psi', 'drifted']].sort_values(
+            ['drifted', 'psi'], ascending=False
+        )
         feats = '<h4>Feature drift over these rows</h4>' + table_html(t, 50, cls='mlops-table mlops-live-drift')
     return f'<div class="mlops-live">{head}<table class="mlops-live-stats">{body}</table>{feats}<p style="color:#777">Prediction log: {html.escape(str(folder))}</p></div>'
 
 # %% ../nbs/12_app.ipynb #0e6f450d
 class LivePanel:
     "The live service on the Monitoring tab: the last window of the prediction log, refreshed on demand."
-    def __init__(self, lm: LoadedModel, params: Params, window: str='1h', folder: Path|None=None, reference: pd.DataFrame|None=None):
+    def __init__(
+        self,
+        lm: LoadedModel,
+        params: Params,
+        window: str = '1h',
+        folder: Path | None = None,
+        reference: pd.DataFrame | None = None,
+    ):
         self.lm, self.params, self.window, self.reference, self._ref_pred = lm, params, window, reference, None
         self.folder = Path(folder or outputs_dir()/'serving'/lm.name)
         self.html = widgets.HTML(); self.html.add_class('mlops-live-panel')
-        self.refresh_button = widgets.Button(description='Refresh', icon='refresh'); self.refresh_button.add_class('mlops-live-refresh')
+        self.refresh_button = widgets.Button(description='Refresh', icon='refresh')
+        self.refresh_button.add_class('mlops-live-refresh')
         self.refresh_button.on_click(lambda _: self.refresh())
         self.widget = widgets.VBox([widgets.HTML('<h3>Live service</h3>'), self.refresh_button, self.html])
         self.refresh()
@@ -425,11 +610,18 @@ class LivePanel:
                 try:
                     if self.reference is None: self.reference = reference_data(self.lm)
                     drift = live_drift(df, self.lm, self.params.monitor, self.reference, self._ref_pred)
-                    if drift.get('prediction') and self._ref_pred is None: self._ref_pred = model_outputs(self.lm.model, self.reference[self.lm.schema.feature_names], self.lm.schema.task)
-                except Exception as ex: drift = f'drift unavailable: {type(ex).__name__}: {(str(ex).splitlines() or [""])[0]}'
+                    if drift.get('prediction') and self._ref_pred is None:
+                        self._ref_pred = model_outputs(
+                            self.lm.model, self.reference[self.lm.schema.feature_names], self.lm.schema.task
+                        )
+                except Exception as ex:
+                    drift = f'drift unavailable: {type(ex).__name__}: {(str(ex).splitlines() or [""])[0]}'
             self.html.value = live_html(stats, drift, what, self.folder)
         except Exception as ex:
-            self.html.value = message_html(f'The prediction log {self.folder} could not be read: {type(ex).__name__}: {(str(ex).splitlines() or [""])[0]}', 'error')
+            self.html.value = message_html(
+                f'The prediction log {self.folder} could not be read: {type(ex).__name__}: {(str(ex).splitlines() or [""])[0]}',
+                'error',
+            )
         return self.html.value
 
 # %% ../nbs/12_app.ipynb #4366fb1e
@@ -449,7 +641,9 @@ class PredictPanel:
     def predict(self) -> dict|None:
         "Validate the form; when valid, predict and show the result."
         if errs := self.form.check():
-            self.result.value = message_html(f"Fix {len(errs)} field(s) first: " + '; '.join(f'{k}: {v}' for k, v in list(errs.items())[:5]), 'error')
+            self.result.value = message_html(
+                f"Fix {len(errs)} field(s) first: " + '; '.join(f'{k}: {v}' for k, v in list(errs.items())[:5]), 'error'
+            )
             show_figure(self.chart, None); return None
         values = self.form.values()
         res = predict_one(self.lm, values)
@@ -465,17 +659,30 @@ def result_text(res: dict, schema: DataSchema) -> str:
     t = html.escape(schema.target.name)
     if schema.task == 'classification':
         return f'<div class="mlops-msg mlops-ok" style="font-size:1.2em">Predicted {t}: <b>{html.escape(str(res["prediction"]))}</b> (probability {res["probability"]:.1%})</div>'
-    band = '' if res['band'] is None else f' &plusmn; {res["band"]:.3g} (test error band {res["low"]:.4g} to {res["high"]:.4g})'
+    band = (
+        ''
+        if res['band'] is None
+        else f' &plusmn; {res["band"]:.3g} (test error band {res["low"]:.4g} to {res["high"]:.4g})'
+    )
     return f'<div class="mlops-msg mlops-ok" style="font-size:1.2em">Predicted {t}: <b>{res["prediction"]:.4g}</b>{band}</div>'
 
-_RULE_TEXT = {'out_of_range': 'outside the expected range', 'unknown_category': 'a category not seen in training', 'missing': 'empty (filled in by the model)'}
+_RULE_TEXT = {
+    'out_of_range': 'outside the expected range',
+    'unknown_category': 'a category not seen in training',
+    'missing': 'empty (filled in by the model)',
+}
 
 def flags_note(flags: list[str]|None) -> str:
     "The note under a prediction for a row that breaks expectations ('' for a clean row)."
     if not flags: return ''
-    parts = [f"{html.escape(f.rsplit(':', 1)[0])}: {_RULE_TEXT.get(f.rsplit(':', 1)[-1], f.rsplit(':', 1)[-1])}" for f in flags]
-    return (f'<div class="mlops-msg mlops-warn mlops-flags" data-flags="{html.escape(";".join(flags))}">Note: this row is outside what the model saw in '
-            f'training ({"; ".join(parts)}); the prediction is less certain.</div>')
+    parts = [
+        f"{html.escape(f.rsplit(':', 1)[0])}: {_RULE_TEXT.get(f.rsplit(':', 1)[-1], f.rsplit(':', 1)[-1])}"
+        for f in flags
+    ]
+    return (
+        f'<div class="mlops-msg mlops-warn mlops-flags" data-flags="{html.escape(";".join(flags))}">Note: this row is outside what the model saw in '
+        f'training ({"; ".join(parts)}); the prediction is less certain.</div>'
+    )
 
 # %% ../nbs/12_app.ipynb #5a3aeec5
 class BatchPanel:
@@ -484,11 +691,25 @@ class BatchPanel:
         self.lm, self.max_mb, self.scored, self.rejects = lm, max_mb, None, None
         self.uploader = widgets.FileUpload(accept='.csv,text/csv', multiple=False, description='Upload CSV')
         self.uploader.add_class('mlops-upload')
-        self.message, self.download, self.table, self.errors = widgets.HTML(''), widgets.HTML(''), widgets.HTML(''), widgets.HTML('')
-        for w, c in [(self.message, 'mlops-batch-msg'), (self.table, 'mlops-batch-table'), (self.errors, 'mlops-batch-errors')]: w.add_class(c)
+        self.message, self.download, self.table, self.errors = (
+            widgets.HTML(''),
+            widgets.HTML(''),
+            widgets.HTML(''),
+            widgets.HTML(''),
+        )
+        for w, c in [
+            (self.message, 'mlops-batch-msg'),
+            (self.table, 'mlops-batch-table'),
+            (self.errors, 'mlops-batch-errors'),
+        ]:
+            w.add_class(c)
         self.uploader.observe(self._on_upload, 'value')
-        help = message_html(f"A CSV with the columns {', '.join(lm.schema.feature_names[:12])}{', ...' if len(lm.schema.features) > 12 else ''} (up to {max_mb:g} MB).")
-        self.widget = widgets.VBox([widgets.HTML(help), self.uploader, self.message, self.download, self.table, self.errors])
+        help = message_html(
+            f"A CSV with the columns {', '.join(lm.schema.feature_names[:12])}{', ...' if len(lm.schema.features) > 12 else ''} (up to {max_mb:g} MB)."
+        )
+        self.widget = widgets.VBox(
+            [widgets.HTML(help), self.uploader, self.message, self.download, self.table, self.errors]
+        )
         self.widget.add_class('mlops-batch')
 
     def _on_upload(self, ch):
@@ -499,9 +720,19 @@ class BatchPanel:
         self.scored, self.rejects, msg = score_batch_csv(self.lm, data, self.max_mb, filename)
         kind = 'error' if self.scored is None else 'warn' if len(self.rejects) else 'ok'
         self.message.value = message_html(msg, kind)
-        self.table.value = '' if self.scored is None or not len(self.scored) else '<h4>Scored rows</h4>' + table_html(self.scored)
-        self.download.value = '' if self.scored is None or not len(self.scored) else download_link(self.scored, Path(filename).stem + '_scored.csv')
-        self.errors.value = '' if self.rejects is None or not len(self.rejects) else '<h4>Invalid rows (left out)</h4>' + table_html(self.rejects, cls='mlops-table mlops-rejects')
+        self.table.value = (
+            '' if self.scored is None or not len(self.scored) else '<h4>Scored rows</h4>' + table_html(self.scored)
+        )
+        self.download.value = (
+            ''
+            if self.scored is None or not len(self.scored)
+            else download_link(self.scored, Path(filename).stem + '_scored.csv')
+        )
+        self.errors.value = (
+            ''
+            if self.rejects is None or not len(self.rejects)
+            else '<h4>Invalid rows (left out)</h4>' + table_html(self.rejects, cls='mlops-table mlops-rejects')
+        )
         return msg
 
 # %% ../nbs/12_app.ipynb #70fc6b34
@@ -514,10 +745,25 @@ class ExplainPanel:
         show_figure(self.importance, importance_figure(lm.importance, top) if lm.importance is not None else None)
         names = list(lm.importance.feature) if lm.importance is not None else lm.schema.feature_names
         self.feature = widgets.Dropdown(options=[n for n in names if n in lm.schema.feature_names], description='Vary')
-        self.pd_chart, self.message = widgets.Output(), widgets.HTML(message_html('Make a prediction on the Predict tab to see how it moves with one feature.'))
+        self.pd_chart, self.message = widgets.Output(), widgets.HTML(
+            message_html('Make a prediction on the Predict tab to see how it moves with one feature.')
+        )
         self.feature.observe(lambda _: self.show(), 'value')
-        none = [] if lm.importance is not None else [widgets.HTML(message_html('This model has no permutation importance logged.', 'warn'))]
-        self.widget = widgets.VBox(none + [self.importance, widgets.HTML('<h4>How this prediction moves with one feature</h4>'), self.feature, self.message, self.pd_chart])
+        none = (
+            []
+            if lm.importance is not None
+            else [widgets.HTML(message_html('This model has no permutation importance logged.', 'warn'))]
+        )
+        self.widget = widgets.VBox(
+            none
+            + [
+                self.importance,
+                widgets.HTML('<h4>How this prediction moves with one feature</h4>'),
+                self.feature,
+                self.message,
+                self.pd_chart,
+            ]
+        )
         self.widget.add_class('mlops-explain')
 
     def show(self, values: dict|None=None) -> pd.DataFrame|None:
@@ -527,8 +773,14 @@ class ExplainPanel:
         d = partial_dependence_row(self.lm, self.values, self.feature.value)
         here = self.values.get(self.feature.value)
         fig = go.Figure(go.Scatter(x=d.value, y=d.score, mode='lines+markers', name=d.attrs['label']))
-        fig.update_layout(title=f"{d.attrs['label']} as {self.feature.value} varies (other fields as in the form)", xaxis_title=self.feature.value, yaxis_title=d.attrs['label'], height=340)
-        if here is not None and self.lm.schema.column(self.feature.value).kind == 'numeric': fig.add_vline(x=float(here), line_dash='dot', annotation_text='this row')
+        fig.update_layout(
+            title=f"{d.attrs['label']} as {self.feature.value} varies (other fields as in the form)",
+            xaxis_title=self.feature.value,
+            yaxis_title=d.attrs['label'],
+            height=340,
+        )
+        if here is not None and self.lm.schema.column(self.feature.value).kind == 'numeric':
+            fig.add_vline(x=float(here), line_dash='dot', annotation_text='this row')
         self.message.value = ''
         show_figure(self.pd_chart, fig)
         return d
@@ -536,12 +788,24 @@ class ExplainPanel:
 # %% ../nbs/12_app.ipynb #1bbff20d
 def no_model_html(name: str, params_file: str|None=None) -> str:
     "What the page shows when there is no registered model to serve."
-    return message_html(f"No registered model '{name}' yet. Train one with: mlops run --params {params_file or 'params/<project>.yaml'}", 'warn')
+    return message_html(
+        f"No registered model '{name}' yet. Train one with: mlops run --params {params_file or 'params/<project>.yaml'}",
+        'warn',
+    )
 
 # %% ../nbs/12_app.ipynb #c65935e3
 class Dashboard:
     "The whole app: Predict / Batch / Explain / Model / Monitoring tabs over one model version."
-    def __init__(self, lm: LoadedModel|None, params: Params, params_file: str|None=None, max_upload_mb: float=20, top: int=12, loader=None, versions: pd.DataFrame|None=None):
+    def __init__(
+        self,
+        lm: LoadedModel | None,
+        params: Params,
+        params_file: str | None = None,
+        max_upload_mb: float = 20,
+        top: int = 12,
+        loader=None,
+        versions: pd.DataFrame | None = None,
+    ):
         from mlops_lib.tracking import load_model, model_versions
         self.params, self.params_file, self.max_upload_mb, self.top = params, params_file, max_upload_mb, top
         self.loader = loader or (lambda v: load_model(params.name, version=v))
@@ -554,15 +818,24 @@ class Dashboard:
 
 # %% ../nbs/12_app.ipynb #1ffcf1e1
 def _version_options(versions: pd.DataFrame|None, lm: LoadedModel) -> list:
-    if versions is None or not len(versions): return [(f'v{lm.version} ({", ".join(lm.aliases) or "no alias"})', lm.version)]
+    if versions is None or not len(versions):
+        return [(f'v{lm.version} ({", ".join(lm.aliases) or "no alias"})', lm.version)]
     aliases = lambda r: ', '.join(lm.aliases) if str(r.version) == lm.version else r.aliases
-    return [(f"v{r.version}" + (f" ({aliases(r)})" if aliases(r) else '') + (f" {r.decision}" if r.decision else ''), str(r.version)) for r in versions.itertuples()]
+    return [
+        (
+            f"v{r.version}" + (f" ({aliases(r)})" if aliases(r) else '') + (f" {r.decision}" if r.decision else ''),
+            str(r.version),
+        )
+        for r in versions.itertuples()
+    ]
 
 def _use(self: Dashboard, lm: LoadedModel|None) -> Dashboard:
     "Build the tabs for `lm` (or the no-model message)."
     self.lm = lm
     if lm is None:
-        self.header.value = f'<h2>{html.escape(self.params.name)}</h2>' + no_model_html(self.params.name, self.params_file)
+        self.header.value = f'<h2>{html.escape(self.params.name)}</h2>' + no_model_html(
+            self.params.name, self.params_file
+        )
         self.tabs.children, self.tabs.layout.display = [], 'none'; return self
     self.tabs.layout.display = None
     self.header.value = f'<h2>{html.escape(lm.name)} <small style="color:#777">version {lm.version} ({html.escape(", ".join(lm.aliases) or "no alias")})</small></h2>'
@@ -570,11 +843,19 @@ def _use(self: Dashboard, lm: LoadedModel|None) -> Dashboard:
     self.predict = PredictPanel(lm, self.top, on_result=lambda values, res: self.explain.show(values))
     self.batch = BatchPanel(lm, self.max_upload_mb)
     self.card = widgets.HTML(model_card_html(lm, self.params_file))
-    self.version = widgets.Dropdown(options=_version_options(self.versions, lm), value=lm.version, description='Use version')
+    self.version = widgets.Dropdown(
+        options=_version_options(self.versions, lm), value=lm.version, description='Use version'
+    )
     self.version.observe(lambda ch: self.select_version(ch['new']), 'value')
     self.monitor, self.live = widgets.HTML(monitoring_html(model=lm.name)), LivePanel(lm, self.params)
     self.monitor_tab = widgets.VBox([self.live.widget, widgets.HTML('<h3>Last drift report</h3>'), self.monitor])
-    self.tabs.children = [self.predict.widget, self.batch.widget, self.explain.widget, widgets.VBox([self.version, self.card]), self.monitor_tab]
+    self.tabs.children = [
+        self.predict.widget,
+        self.batch.widget,
+        self.explain.widget,
+        widgets.VBox([self.version, self.card]),
+        self.monitor_tab,
+    ]
     for i, t in enumerate(['Predict', 'Batch', 'Explain', 'Model', 'Monitoring']): self.tabs.set_title(i, t)
     return self
 
@@ -603,15 +884,28 @@ def dashboard_from_env(params_file: str|None=None, # default: $MLOPS_PARAMS, els
     try:
         params = load_params(params_file)
         setup_tracking(os.environ.get('MLFLOW_TRACKING_URI') or tracking_uri(params))
-        try: lm = cached_model(params.name, 'champion')   # the alias is resolved now; the model comes from the cache once loaded
-        except NoModelError: lm = None
-        warm = _WARM.pop('dashboard', None)   # built ahead by `warm_dashboard` in a preheated kernel: reuse it if it serves this champion
-        if warm is not None and lm is not None and warm.lm is not None and warm.lm.version == lm.version and warm.params_file == _shown(params_file):
+        try:
+            lm = cached_model(params.name, 'champion')  # the alias is resolved now; the model comes from the cache once loaded
+        except NoModelError:
+            lm = None
+        warm = _WARM.pop('dashboard', None)  # built ahead by `warm_dashboard` in a preheated kernel: reuse it if it serves this champion
+        if (
+            warm is not None
+            and lm is not None
+            and warm.lm is not None
+            and warm.lm.version == lm.version
+            and warm.params_file == _shown(params_file)
+        ):
             if hasattr(warm, 'monitor'): warm.monitor.value = monitoring_html()   # the drift report of now
             return warm
         return Dashboard(lm, params, _shown(params_file), max_upload_mb=float(os.environ.get(ENV_UPLOAD_MB) or 20))
     except Exception as ex:
-        return widgets.HTML(message_html(f'The dashboard could not start: {type(ex).__name__}: {str(ex).splitlines()[0] if str(ex) else ""}', 'error'))
+        return widgets.HTML(
+            message_html(
+                f'The dashboard could not start: {type(ex).__name__}: {str(ex).splitlines()[0] if str(ex) else ""}',
+                'error',
+            )
+        )
 
 # %% ../nbs/12_app.ipynb #6e059208
 ENV_POOL = 'MLOPS_DASHBOARD_POOL'
@@ -619,9 +913,11 @@ ENV_POOL = 'MLOPS_DASHBOARD_POOL'
 def warm_dashboard(params_file: str|None=None, # default: $MLOPS_PARAMS, else params/car_purchase.yaml
                   ) -> bool:
     "In a preheated kernel: build the dashboard ahead (imports, params, the champion into the cache, the widgets); True when that worked."
-    if os.environ.get('VOILA_PREHEAT', 'False') == 'False': return False   # a plain kernel builds the dashboard once, right away
+    if os.environ.get('VOILA_PREHEAT', 'False') == 'False':
+        return False  # a plain kernel builds the dashboard once, right away
     w = dashboard_from_env(params_file)
-    if isinstance(w, Dashboard): _WARM['dashboard'] = w   # `dashboard_from_env` hands it out after the request if the champion is still its model
+    if isinstance(w, Dashboard):
+        _WARM['dashboard'] = w  # `dashboard_from_env` hands it out after the request if the champion is still its model
     return isinstance(w, Dashboard)
 
 def wait_for_visitor(retry: float=0.2, # seconds between attempts to reach the server
@@ -635,9 +931,12 @@ def wait_for_visitor(retry: float=0.2, # seconds between attempts to reach the s
         while True:   # the server may not listen yet (the pool is heated while Voila starts): retry, never give up
             try:
                 async with websockets.connect(url, open_timeout=30) as ws: return await ws.recv()
-            except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException): await asyncio.sleep(retry)
+            except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException):
+                await asyncio.sleep(retry)
     info = {}
-    t = threading.Thread(target=lambda: info.update(json.loads(asyncio.new_event_loop().run_until_complete(receive()))), daemon=True)
+    t = threading.Thread(
+        target=lambda: info.update(json.loads(asyncio.new_event_loop().run_until_complete(receive()))), daemon=True
+    )
     t.start(); t.join()   # a thread: the kernel's own event loop is running in this one
     os.environ.update({k: str(v) for k, v in info.items()})
     return info
@@ -646,8 +945,17 @@ def wait_for_visitor(retry: float=0.2, # seconds between attempts to reach the s
 def voila_command(port: int, host: str='127.0.0.1', notebook: Path|None=None) -> list[str]:
     "The Voila command line serving the dashboard notebook."
     root = project_root()
-    return [sys.executable, '-m', 'voila', str(notebook or root/'nbs'/'dashboard.ipynb'), '--no-browser', f'--port={port}', f'--Voila.ip={host}',
-            '--Voila.port_retries=0', f'--Voila.config_file_paths={root/"voila"}']
+    return [
+        sys.executable,
+        '-m',
+        'voila',
+        str(notebook or root / 'nbs' / 'dashboard.ipynb'),
+        '--no-browser',
+        f'--port={port}',
+        f'--Voila.ip={host}',
+        '--Voila.port_retries=0',
+        f'--Voila.config_file_paths={root/"voila"}',
+    ]
 
 # %% ../nbs/12_app.ipynb #4800b097
 def dashboard_env(params_file: str, # the project params
@@ -657,9 +965,17 @@ def dashboard_env(params_file: str, # the project params
     "The environment of the Voila server and its kernels."
     params, root = load_params(params_file), project_root()
     path = Path(params_file) if Path(params_file).exists() else resolve_path(params_file)
-    return {**os.environ, ENV_PARAMS: str(path.resolve()), 'MLFLOW_TRACKING_URI': uri or tracking_uri(params), 'MLOPS_OUTPUTS': str(outputs_dir()),
-            'MLOPS_ROOT': str(root), ENV_UPLOAD_MB: str(max_upload_mb or os.environ.get(ENV_UPLOAD_MB) or 20),
-            'JUPYTER_PATH': os.pathsep.join([str(root/'voila'/'jupyter'), *filter(None, [os.environ.get('JUPYTER_PATH')])])}
+    return {
+        **os.environ,
+        ENV_PARAMS: str(path.resolve()),
+        'MLFLOW_TRACKING_URI': uri or tracking_uri(params),
+        'MLOPS_OUTPUTS': str(outputs_dir()),
+        'MLOPS_ROOT': str(root),
+        ENV_UPLOAD_MB: str(max_upload_mb or os.environ.get(ENV_UPLOAD_MB) or 20),
+        'JUPYTER_PATH': os.pathsep.join(
+            [str(root / 'voila' / 'jupyter'), *filter(None, [os.environ.get('JUPYTER_PATH')])]
+        ),
+    }
 
 # %% ../nbs/12_app.ipynb #b095f614
 def _wait_port(host: str, port: int, proc: subprocess.Popen, timeout: float=60) -> bool:
@@ -679,7 +995,10 @@ def serve_dashboard(params_file: str, # the project params
                    ) -> int:
     "Serve `nbs/dashboard.ipynb` with Voila until interrupted; print the URL once it listens; return Voila's exit code."
     port = port or 8866
-    env = {**dashboard_env(params_file, uri, max_upload_mb), 'VOILA_APP_IP': host if host not in ('0.0.0.0', '::', '') else '127.0.0.1'}  # where preheated kernels reach Voila
+    env = {
+        **dashboard_env(params_file, uri, max_upload_mb),
+        'VOILA_APP_IP': host if host not in ('0.0.0.0', '::', '') else '127.0.0.1',
+    }  # where preheated kernels reach Voila
     proc = subprocess.Popen(voila_command(port, host), env=env, cwd=project_root())
     try:
         with sigterm_as_interrupt():  # SIGTERM stops Voila too

@@ -24,11 +24,16 @@ class StepIO:
     cacheable: bool = True # False: the step depends on state outside the run folder (the registry)
 
 STEP_IO = {
-    'ingest': StepIO((), ('train.parquet', 'test.parquet', 'schema.yaml'), ('name', 'task', 'data', 'target', 'features', 'split')),
+    'ingest': StepIO(
+        (), ('train.parquet', 'test.parquet', 'schema.yaml'), ('name', 'task', 'data', 'target', 'features', 'split')
+    ),
     'eda': StepIO(('schema.yaml', 'train.parquet'), ('eda.html',), ('name', 'task', 'target')),
     'tune': StepIO(('schema.yaml', 'train.parquet'), ('tune.json', 'cv_results_*.csv'), ('task', 'target', 'models')),
-    'train': StepIO(('schema.yaml', 'train.parquet', 'test.parquet', 'tune.json'), ('evaluation.html', 'reference.parquet'),
-                    ('name', 'task', 'target', 'models.n_jobs', 'promotion')),
+    'train': StepIO(
+        ('schema.yaml', 'train.parquet', 'test.parquet', 'tune.json'),
+        ('evaluation.html', 'reference.parquet'),
+        ('name', 'task', 'target', 'models.n_jobs', 'promotion'),
+    ),
     'predict': StepIO(('test.parquet',), ('predictions.parquet',), ('name', 'predict'), cacheable=False),
     'monitor': StepIO((), ('monitor',), ('name', 'target', 'task', 'monitor', 'promotion'), cacheable=False),
 }
@@ -36,7 +41,9 @@ STEP_IO = {
 def producers(step: str) -> list[str]:
     "The earlier steps whose outputs `step` reads."
     reads = STEP_IO[step].reads
-    return [s for s, io in STEP_IO.items() if s != step and any(fnmatch.fnmatch(r, w) for r in reads for w in io.writes)]
+    return [
+        s for s, io in STEP_IO.items() if s != step and any(fnmatch.fnmatch(r, w) for r in reads for w in io.writes)
+    ]
 
 # %% ../nbs/09a_cache.ipynb #e38b0022
 def _sha(path: Path) -> str:
@@ -74,7 +81,9 @@ class Digests:
 def notebook_hash(path: str|Path) -> str:
     "SHA-256 of a notebook's cell types and sources (not outputs or metadata)."
     nb = json.loads(Path(path).read_text(encoding='utf-8'))
-    cells = [(c['cell_type'], ''.join(c['source']) if isinstance(c['source'], list) else c['source']) for c in nb['cells']]
+    cells = [
+        (c['cell_type'], ''.join(c['source']) if isinstance(c['source'], list) else c['source']) for c in nb['cells']
+    ]
     return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
 
 def library_digest() -> str:
@@ -144,7 +153,14 @@ class Plan:
         return self.force == 'all' or self.order.index(step) >= self.order.index(self.force)
 
 # %% ../nbs/09a_cache.ipynb #bd6348a7
-_STEPS = {'ingest': '10_ingest', 'eda': '20_eda', 'tune': '30_tune', 'train': '40_train', 'predict': '50_predict', 'monitor': '60_monitor'}  # = pipeline.STEPS (that module imports mlflow: slow for --if-changed)
+_STEPS = {
+    'ingest': '10_ingest',
+    'eda': '20_eda',
+    'tune': '30_tune',
+    'train': '40_train',
+    'predict': '50_predict',
+    'monitor': '60_monitor',
+}  # = pipeline.STEPS (that module imports mlflow: slow for --if-changed)
 
 def _stamp(run_dir: Path, step: str) -> str|None:
     try: return json.loads((run_dir/'steps'/f'{step}.cache.json').read_text())['key']
@@ -160,8 +176,16 @@ def key(self: Plan, step: str) -> str|None:
         if reads[r] is None: return None
     up = {s: self.keys.get(s) or _stamp(self.run_dir, s) for s in producers(step)}
     nb = self.nb_dir/f'{_STEPS[step]}.ipynb'
-    m = dict(step=step, params=params_slice(self.params, io.params), seed=self.params.seed, notebook=notebook_hash(nb), library=library_digest(),
-             reads=reads, upstream=up, data={str(p): self.dg(p) for p in data_files(self.params)} if step == 'ingest' else {})
+    m = dict(
+        step=step,
+        params=params_slice(self.params, io.params),
+        seed=self.params.seed,
+        notebook=notebook_hash(nb),
+        library=library_digest(),
+        reads=reads,
+        upstream=up,
+        data={str(p): self.dg(p) for p in data_files(self.params)} if step == 'ingest' else {},
+    )
     return step_key(m)
 Plan.key = key
 
@@ -186,12 +210,23 @@ Plan.lookup = lookup
 def record(self: Plan, step: str, run_id: str, cached_from: str|None=None) -> dict:
     "After a step succeeded: digest its outputs, stamp the run folder and write the cache record."
     k = self.keys.get(step) or self.key(step)
-    outs = {n: [self.dg(self.run_dir/n), (self.run_dir/n).stat().st_size] for n in _outputs(self.run_dir, step, _STEPS[step])}
+    outs = {
+        n: [self.dg(self.run_dir / n), (self.run_dir / n).stat().st_size]
+        for n in _outputs(self.run_dir, step, _STEPS[step])
+    }
     self.digests.update({n: d for n, (d, _) in outs.items()})
     self.dg.save()
     if not k: return {}
     self.keys[step] = k
-    rec = dict(step=step, key=k, run_id=cached_from or run_id, run_dir=str(self.run_dir), outputs=outs, uri=self.uri, created=time.strftime('%Y-%m-%dT%H:%M:%S'))
+    rec = dict(
+        step=step,
+        key=k,
+        run_id=cached_from or run_id,
+        run_dir=str(self.run_dir),
+        outputs=outs,
+        uri=self.uri,
+        created=time.strftime('%Y-%m-%dT%H:%M:%S'),
+    )
     with atomic_path(self.run_dir/'steps'/f'{step}.cache.json') as tmp: tmp.write_text(json.dumps(rec, indent=1))
     with atomic_path(_record_path(step, k)) as tmp: tmp.write_text(json.dumps(rec, indent=1))
     return rec
@@ -225,25 +260,48 @@ def reuse(self: Plan, step: str, client, child: str, pid: str) -> dict|None:
     k = self.key(step)
     rec = self.lookup(step, k)
     if rec is None:
-        nb_out = self.run_dir/f'{_STEPS[step]}.ipynb'   # papermill writes in place: never through a hard link into another run
+        nb_out = self.run_dir / f'{_STEPS[step]}.ipynb'  # papermill writes in place: never through a hard link into another run
         if nb_out.exists() and nb_out.stat().st_nlink > 1: nb_out.unlink()
         return None
     src = Path(rec['run_dir'])
     for name in rec['outputs']:
         if src.resolve() != self.run_dir.resolve(): link_file(src/name, self.run_dir/name)
     self.keys[step] = k
-    step_rec = json.loads((self.run_dir/'steps'/f'{step}.json').read_text()) if (self.run_dir/'steps'/f'{step}.json').exists() else {}
+    step_rec = (
+        json.loads((self.run_dir / 'steps' / f'{step}.json').read_text())
+        if (self.run_dir / 'steps' / f'{step}.json').exists()
+        else {}
+    )
     decision = _same_model(client, self.params.name, step_rec.get('version')) if step == 'train' else ''
     self.record(step, child, cached_from=rec['run_id'])
     import mlflow
-    nums = [mlflow.entities.Metric(m, float(v), int(time.time() * 1000), 0) for m, v in step_rec.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    tags = [mlflow.entities.RunTag(t, v) for t, v in {'cached_from': rec['run_id'], 'mlops.cache_key': k, **({'mlops.decision': decision} if decision else {})}.items()]
+    nums = [
+        mlflow.entities.Metric(m, float(v), int(time.time() * 1000), 0)
+        for m, v in step_rec.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
+    tags = [
+        mlflow.entities.RunTag(t, v)
+        for t, v in {
+            'cached_from': rec['run_id'],
+            'mlops.cache_key': k,
+            **({'mlops.decision': decision} if decision else {}),
+        }.items()
+    ]
     client.log_batch(child, metrics=nums, tags=tags)
     client.set_terminated(child, 'FINISHED')
     if self.echo: self.echo(f"[{step}] unchanged: reusing {rec['run_id'][:8]} ({src.name})")
     from mlops_lib.pipeline import _key
     shown, _ = _key(step_rec)
-    return {**step_rec, 'step': _STEPS[step], 'seconds': round(time.perf_counter() - t0, 2), 'key': shown, 'decision': decision or 'cached', 'run_id': child, 'cached_from': rec['run_id']}
+    return {
+        **step_rec,
+        'step': _STEPS[step],
+        'seconds': round(time.perf_counter() - t0, 2),
+        'key': shown,
+        'decision': decision or 'cached',
+        'run_id': child,
+        'cached_from': rec['run_id'],
+    }
 Plan.reuse = reuse
 
 # %% ../nbs/09a_cache.ipynb #02cd55c6

@@ -17,7 +17,7 @@ __all__ = ['DEFAULT_PARAMS', 'USER_ERRORS', 'cmd_data', 'cmd_run', 'status', 'cm
 # %% ../nbs/13_cli.ipynb #96af0179
 DEFAULT_PARAMS = 'params/car_purchase.yaml'
 
-USER_ERRORS = (UserError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)  # one line, exit 2; `UserError` subclasses live in each module
+USER_ERRORS = UserError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError  # one line, exit 2; `UserError` subclasses live in each module
 
 # %% ../nbs/13_cli.ipynb #34b92bea
 def cmd_data(a) -> int:
@@ -25,7 +25,10 @@ def cmd_data(a) -> int:
     from mlops_lib.samples import SAMPLES, make_drifted, make_sample, write_samples
     from mlops_lib.config import write_table
     if a.all or not a.name:
-        for p in write_samples(out_dir=Path(a.out_dir) if a.out_dir else None, seed=a.seed, missing_only=a.missing_only, drifted=a.drifted): print(f"wrote {p}")
+        for p in write_samples(
+            out_dir=Path(a.out_dir) if a.out_dir else None, seed=a.seed, missing_only=a.missing_only, drifted=a.drifted
+        ):
+            print(f"wrote {p}")
         return 0
     if a.name not in SAMPLES: raise UsageError(f"unknown sample '{a.name}': expected one of {', '.join(SAMPLES)}")
     out = Path(a.out or f"data/{a.name}{'_drifted' if a.drifted else ''}.csv")
@@ -41,7 +44,15 @@ def cmd_run(a) -> int:
     load_params(a.params)  # a bad params file fails fast, before the heavy imports
     if getattr(a, 'if_changed', False) and (msg := unchanged_line(a)): print(msg); return 0
     from mlops_lib.pipeline import run_pipeline
-    r = run_pipeline(a.params, steps=a.steps, run_name=a.run_name, resume=a.resume, uri=a.tracking_uri, progress=not a.quiet, force=getattr(a, 'force', None))
+    r = run_pipeline(
+        a.params,
+        steps=a.steps,
+        run_name=a.run_name,
+        resume=a.resume,
+        uri=a.tracking_uri,
+        progress=not a.quiet,
+        force=getattr(a, 'force', None),
+    )
     print(f"\nrun {r.run_name} finished ({sum(s['seconds'] for s in r.steps):.1f} s); outputs in {r.run_dir}\n")
     print(r.table())
     return 0
@@ -56,13 +67,29 @@ def status(params_file: str, uri: str|None=None, runs: int=5) -> dict:
     exp_id = setup_tracking(uri, P.name)
     from mlops_lib.pipeline import mark_stale_runs
     killed = mark_stale_runs(mlflow.MlflowClient(), [exp_id], 'mlops status')
-    out = dict(model=P.name, tracking_uri=uri, champion=None, marked_killed=killed, versions=model_versions(P.name).astype({'created': str}).to_dict('records'))
+    out = dict(
+        model=P.name,
+        tracking_uri=uri,
+        champion=None,
+        marked_killed=killed,
+        versions=model_versions(P.name).astype({'created': str}).to_dict('records'),
+    )
     try:
         lm = load_model(P.name, 'champion')
         out['champion'] = dict(version=lm.version, run_id=lm.run_id, created=str(lm.created), metrics=lm.metrics)
-    except NoModelError: pass
-    df = mlflow.search_runs([exp_id], filter_string="tags.`mlops.kind` = 'pipeline'", max_results=runs, order_by=['start_time DESC'])
-    out['runs'] = [dict(run_name=r['tags.mlflow.runName'], status=r['status'], run_id=r['run_id'], start=str(r['start_time'])) for _, r in df.iterrows()] if len(df) else []
+    except NoModelError:
+        pass
+    df = mlflow.search_runs(
+        [exp_id], filter_string="tags.`mlops.kind` = 'pipeline'", max_results=runs, order_by=['start_time DESC']
+    )
+    out['runs'] = (
+        [
+            dict(run_name=r['tags.mlflow.runName'], status=r['status'], run_id=r['run_id'], start=str(r['start_time']))
+            for _, r in df.iterrows()
+        ]
+        if len(df)
+        else []
+    )
     return out
 
 def cmd_status(a) -> int:
@@ -70,11 +97,18 @@ def cmd_status(a) -> int:
     s = status(a.params, a.tracking_uri)
     if a.json: print(json.dumps(s, indent=1, default=str)); return 0
     print(f"model {s['model']}  (tracking: {s['tracking_uri']})")
-    if s['marked_killed']: print(f"marked {len(s['marked_killed'])} run(s) KILLED: their process is gone (tag mlops.killed_reason)")
+    if s['marked_killed']:
+        print(f"marked {len(s['marked_killed'])} run(s) KILLED: their process is gone (tag mlops.killed_reason)")
     c = s['champion']
-    if c: print(f"champion: version {c['version']} from run {c['run_id']} ({c['created']})\n  " + '  '.join(f"{k}={v:.4g}" for k, v in sorted(c['metrics'].items())))
-    else: print(f"champion: none yet; train one with: mlops run --params {a.params}")
-    for v in s['versions'][:10]: print(f"  v{v['version']:<4} {v['aliases'] or '-':<18} {v['decision'] or '':<9} run {v['run_id']}")
+    if c:
+        print(
+            f"champion: version {c['version']} from run {c['run_id']} ({c['created']})\n  "
+            + '  '.join(f"{k}={v:.4g}" for k, v in sorted(c['metrics'].items()))
+        )
+    else:
+        print(f"champion: none yet; train one with: mlops run --params {a.params}")
+    for v in s['versions'][:10]:
+        print(f"  v{v['version']:<4} {v['aliases'] or '-':<18} {v['decision'] or '':<9} run {v['run_id']}")
     print('last runs:' if s['runs'] else 'no pipeline runs yet')
     for r in s['runs']: print(f"  {r['run_name']:<36} {r['status']:<9} {r['start']}")
     return 0
@@ -82,8 +116,23 @@ def cmd_status(a) -> int:
 # %% ../nbs/13_cli.ipynb #4b3e7c10
 def cmd_ui(a) -> int:
     "Serve the MLflow UI on the tracking store."
-    uri = a.tracking_uri or tracking_uri(load_params(a.params) if Path(a.params).exists() or (project_root()/a.params).exists() else None)
-    cmd = [sys.executable, '-m', 'mlflow', 'ui', '--backend-store-uri', uri, '--host', a.host, '--port', str(a.port), '--workers', '1']
+    uri = a.tracking_uri or tracking_uri(
+        load_params(a.params) if Path(a.params).exists() or (project_root() / a.params).exists() else None
+    )
+    cmd = [
+        sys.executable,
+        '-m',
+        'mlflow',
+        'ui',
+        '--backend-store-uri',
+        uri,
+        '--host',
+        a.host,
+        '--port',
+        str(a.port),
+        '--workers',
+        '1',
+    ]
     if uri.startswith('sqlite:///'):  # the embedded store: artifacts live beside the database (as `setup_tracking` creates them)
         db = Path(uri.removeprefix('sqlite:///')); db.parent.mkdir(parents=True, exist_ok=True)
         cmd += ['--default-artifact-root', (db.parent/'artifacts').as_uri()]
@@ -94,9 +143,21 @@ def cmd_ui(a) -> int:
 def cmd_predict(a) -> int:
     "Score a CSV/Parquet batch with a registered model."
     from mlops_lib.predict import predict_file
-    if a.chunk_size is not None and a.chunk_size < 1: raise UsageError(f"--chunk-size: expected a positive number of rows, got {a.chunk_size}")
-    s = predict_file(a.params, a.input, a.output, alias=a.alias, version=a.model_version, on_invalid=a.on_invalid, chunk_size=a.chunk_size, uri=a.tracking_uri,
-                     progress=not a.quiet, rejects=a.rejects, on_unexpected=a.on_unexpected)
+    if a.chunk_size is not None and a.chunk_size < 1:
+        raise UsageError(f"--chunk-size: expected a positive number of rows, got {a.chunk_size}")
+    s = predict_file(
+        a.params,
+        a.input,
+        a.output,
+        alias=a.alias,
+        version=a.model_version,
+        on_invalid=a.on_invalid,
+        chunk_size=a.chunk_size,
+        uri=a.tracking_uri,
+        progress=not a.quiet,
+        rejects=a.rejects,
+        on_unexpected=a.on_unexpected,
+    )
     print(s['message'] if 'message' in s else json.dumps(s, default=str))
     return 0
 
@@ -117,26 +178,48 @@ def cmd_serve(a) -> int:
     "Serve the champion over REST with our FastAPI service (or MLflow's scoring server with `--runtime mlflow`)."
     if a.runtime == 'mlflow':
         from mlops_lib.serve import serve_model
-        return serve_model(a.params, port=a.port, host=a.host, alias=a.alias, version=a.model_version, uri=a.tracking_uri)
+        return serve_model(
+            a.params, port=a.port, host=a.host, alias=a.alias, version=a.model_version, uri=a.tracking_uri
+        )
     from mlops_lib.service import run_service
-    return run_service(a.params, port=a.port, host=a.host, alias=a.alias, version=a.model_version, uri=a.tracking_uri, workers=a.workers,
-                       runtime=a.runtime, max_body_mb=a.max_body_mb, max_rows=a.max_rows, log=not a.no_log)
+    return run_service(
+        a.params,
+        port=a.port,
+        host=a.host,
+        alias=a.alias,
+        version=a.model_version,
+        uri=a.tracking_uri,
+        workers=a.workers,
+        runtime=a.runtime,
+        max_body_mb=a.max_body_mb,
+        max_rows=a.max_rows,
+        log=not a.no_log,
+    )
 
 def _add_serve(sub):
-    p = sub.add_parser('serve', help='serve the champion over REST (FastAPI + uvicorn, MLflow-compatible /invocations)',
-                       description='Our ASGI service on 127.0.0.1: POST /invocations (MLflow protocol) and /predict (typed rows), /ping, /version, /metrics, /docs, POST /reload.')
+    p = sub.add_parser(
+        'serve',
+        help='serve the champion over REST (FastAPI + uvicorn, MLflow-compatible /invocations)',
+        description='Our ASGI service on 127.0.0.1: POST /invocations (MLflow protocol) and /predict (typed rows), /ping, /version, /metrics, /docs, POST /reload.',
+    )
     _params_arg(p)
     p.add_argument('--port', type=int, default=5001); p.add_argument('--host', default='127.0.0.1')
     g = p.add_mutually_exclusive_group()
-    g.add_argument('--alias', default='champion', help='model alias to serve (default champion; /reload and SIGHUP follow it)')
+    g.add_argument(
+        '--alias', default='champion', help='model alias to serve (default champion; /reload and SIGHUP follow it)'
+    )
     g.add_argument('--model-version', help='pin a model version number instead of an alias')
     p.add_argument('--workers', type=int, default=1, help='uvicorn worker processes (default 1)')
-    p.add_argument('--runtime', choices=['sklearn', 'onnx', 'mlflow'], default='sklearn', help="sklearn (default), onnx (needs `mlops export --format onnx` first) or mlflow (MLflow's own scoring server)")
+    p.add_argument(
+        '--runtime',
+        choices=['sklearn', 'onnx', 'mlflow'],
+        default='sklearn',
+        help="sklearn (default), onnx (needs `mlops export --format onnx` first) or mlflow (MLflow's own scoring server)",
+    )
     p.add_argument('--max-body-mb', type=float, default=10.0, help='larger request bodies get 413 (default 10)')
     p.add_argument('--max-rows', type=int, default=10_000, help='requests with more rows get 413 (default 10000)')
     p.add_argument('--no-log', action='store_true', help='do not write the prediction log (outputs/serving/<model>/)')
     p.set_defaults(fn=cmd_serve)
-
 
 # %% ../nbs/13_cli.ipynb #3c5746b6
 def cmd_export(a) -> int:
@@ -146,46 +229,80 @@ def cmd_export(a) -> int:
     return 0
 
 def _add_export(sub):
-    p = sub.add_parser('export', help='export the champion to ONNX (checked against scikit-learn on the project rows)', description='skl2onnx conversion; max abs diff of probabilities <= 1e-5 or no file.')
+    p = sub.add_parser(
+        'export',
+        help='export the champion to ONNX (checked against scikit-learn on the project rows)',
+        description='skl2onnx conversion; max abs diff of probabilities <= 1e-5 or no file.',
+    )
     _params_arg(p)
     p.add_argument('--format', choices=['onnx'], default='onnx')
     g = p.add_mutually_exclusive_group()
-    g.add_argument('--alias', default='champion'); g.add_argument('--model-version', help='model version number instead of an alias')
-    p.add_argument('--output', default=None, help='the .onnx file (default outputs/export/<model>-v<version>.onnx, where `serve --runtime onnx` looks)')
+    g.add_argument('--alias', default='champion')
+    g.add_argument('--model-version', help='model version number instead of an alias')
+    p.add_argument(
+        '--output',
+        default=None,
+        help='the .onnx file (default outputs/export/<model>-v<version>.onnx, where `serve --runtime onnx` looks)',
+    )
     p.set_defaults(fn=cmd_export)
-
 
 # %% ../nbs/13_cli.ipynb #713b3863
 def cmd_simulate(a) -> int:
     "Send rows of a file to a scoring server at a rate and record latencies, throughput and predictions."
     from mlops_lib.serve import simulate
-    s = simulate(a.url, a.input, rate=a.rate or None, n=a.n, output=a.output, timeout=a.timeout, concurrency=a.concurrency, duration=a.duration)
+    s = simulate(
+        a.url,
+        a.input,
+        rate=a.rate or None,
+        n=a.n,
+        output=a.output,
+        timeout=a.timeout,
+        concurrency=a.concurrency,
+        duration=a.duration,
+    )
     print(s['message'] if 'message' in s else json.dumps(s, default=str))
     return 0
 
 def cmd_monitor(a) -> int:
     "Compare a batch, or a window of the prediction log, with the champion's training data and report drift."
     from mlops_lib.monitor import monitor_batch, monitor_log
-    if bool(a.current) == bool(a.from_log): raise UserError('give --current FILE (a batch) or --from-log (served traffic), not both' if a.current else 'give --current FILE (a batch) or --from-log (served traffic)')
-    if not a.from_log and (a.since or a.last): raise UserError('--since and --last select a window of the prediction log: add --from-log')
+    if bool(a.current) == bool(a.from_log):
+        raise UserError(
+            'give --current FILE (a batch) or --from-log (served traffic), not both'
+            if a.current
+            else 'give --current FILE (a batch) or --from-log (served traffic)'
+        )
+    if not a.from_log and (a.since or a.last):
+        raise UserError('--since and --last select a window of the prediction log: add --from-log')
     kw = dict(alias=a.alias, uri=a.tracking_uri, retrain=a.retrain, out_dir=a.out_dir, labels=a.labels)
-    s = monitor_log(a.params, since=a.since, last=a.last, **kw) if a.from_log else monitor_batch(a.params, a.current, **kw)
+    s = (
+        monitor_log(a.params, since=a.since, last=a.last, **kw)
+        if a.from_log
+        else monitor_batch(a.params, a.current, **kw)
+    )
     print(s['message'])
     return 0
 
 # %% ../nbs/13_cli.ipynb #713b3863
 def _add_simulate(sub):
-    p = sub.add_parser('simulate', help='send rows to a scoring server; record latency, throughput and predictions', description='A traffic simulator for `mlops serve`.')
+    p = sub.add_parser(
+        'simulate',
+        help='send rows to a scoring server; record latency, throughput and predictions',
+        description='A traffic simulator for `mlops serve`.',
+    )
     p.add_argument('--url', required=True, help='the scoring server, e.g. http://127.0.0.1:5001')
     p.add_argument('--input', required=True, help='rows to send (.csv or .parquet)')
-    p.add_argument('--rate', type=float, default=10.0, help='requests per second in total (default 10; 0: as fast as answers come)')
+    p.add_argument(
+        '--rate', type=float, default=10.0, help='requests per second in total (default 10; 0: as fast as answers come)'
+    )
     p.add_argument('-n', type=int, default=None, help='send at most this many requests (default: every row once)')
     p.add_argument('--concurrency', type=int, default=1, help='clients sending at the same time (default 1)')
     p.add_argument('--duration', type=float, default=None, help='send for this many seconds, cycling through the rows')
-    p.add_argument('--output', default=None, help='where to store the scored rows (default outputs/simulate/<timestamp>.csv)')
+    p.add_argument(
+        '--output', default=None, help='where to store the scored rows (default outputs/simulate/<timestamp>.csv)'
+    )
     p.add_argument('--timeout', type=float, default=10.0, help='seconds per request')
     p.set_defaults(fn=cmd_simulate)
-
 
 # %% ../nbs/13_cli.ipynb #277a554d
 def cmd_server(a) -> int:
@@ -193,18 +310,48 @@ def cmd_server(a) -> int:
     import time
     from mlops_lib.config import sigterm_as_interrupt
     from mlops_lib.server import tracking_server
-    with sigterm_as_interrupt(), tracking_server(a.data_dir, a.port, a.backend, a.artifacts_destination, a.backend_store_uri, a.host, a.workers) as url:
-        print(f"MLflow tracking server on {url} (backend: {a.backend_store_uri and 'external database' or a.backend}, artifacts: {a.artifacts_destination or 'the data folder'})\n"
-              f"use it with: export MLFLOW_TRACKING_URI={url}   (or tracking_uri: {url} in the params, or --tracking-uri {url}); Ctrl-C stops it", flush=True)
+    with (
+        sigterm_as_interrupt(),
+        tracking_server(
+            a.data_dir, a.port, a.backend, a.artifacts_destination, a.backend_store_uri, a.host, a.workers
+        ) as url,
+    ):
+        print(
+            f"MLflow tracking server on {url} (backend: {a.backend_store_uri and 'external database' or a.backend}, artifacts: {a.artifacts_destination or 'the data folder'})\n"
+            f"use it with: export MLFLOW_TRACKING_URI={url}   (or tracking_uri: {url} in the params, or --tracking-uri {url}); Ctrl-C stops it",
+            flush=True,
+        )
         while True: time.sleep(3600)
 
 def _add_server(sub):
-    p = sub.add_parser('server', help='run a team MLflow tracking server (PostgreSQL + artifact store)', description='mlflow server on a PostgreSQL backend store with --serve-artifacts; prints the tracking URI.')
-    p.add_argument('--backend', choices=['postgresql', 'sqlite'], default='postgresql', help='a local PostgreSQL cluster under --data-dir (default) or a SQLite file')
-    p.add_argument('--backend-store-uri', default=None, help="an existing database instead, e.g. postgresql://mlflow@db.internal/mlflow (password from PGPASSWORD or ~/.pgpass)")
-    p.add_argument('--port', type=int, default=None, help='port (default: a free one)'); p.add_argument('--host', default='127.0.0.1')
-    p.add_argument('--artifacts-destination', default=None, help='a folder or s3://bucket/prefix (credentials from AWS_* and MLFLOW_S3_ENDPOINT_URL); default <data-dir>/artifacts')
-    p.add_argument('--data-dir', default=None, help='the database cluster, socket, logs and default artifacts (default outputs/server)')
+    p = sub.add_parser(
+        'server',
+        help='run a team MLflow tracking server (PostgreSQL + artifact store)',
+        description='mlflow server on a PostgreSQL backend store with --serve-artifacts; prints the tracking URI.',
+    )
+    p.add_argument(
+        '--backend',
+        choices=['postgresql', 'sqlite'],
+        default='postgresql',
+        help='a local PostgreSQL cluster under --data-dir (default) or a SQLite file',
+    )
+    p.add_argument(
+        '--backend-store-uri',
+        default=None,
+        help="an existing database instead, e.g. postgresql://mlflow@db.internal/mlflow (password from PGPASSWORD or ~/.pgpass)",
+    )
+    p.add_argument('--port', type=int, default=None, help='port (default: a free one)')
+    p.add_argument('--host', default='127.0.0.1')
+    p.add_argument(
+        '--artifacts-destination',
+        default=None,
+        help='a folder or s3://bucket/prefix (credentials from AWS_* and MLFLOW_S3_ENDPOINT_URL); default <data-dir>/artifacts',
+    )
+    p.add_argument(
+        '--data-dir',
+        default=None,
+        help='the database cluster, socket, logs and default artifacts (default outputs/server)',
+    )
     p.add_argument('--workers', type=int, default=1, help='mlflow server worker processes (default 1)')
     p.set_defaults(fn=cmd_server)
 
@@ -214,7 +361,7 @@ def _with_dask(fn):
     def run(a):
         if a.dask_scheduler is not None:
             os.environ['MLOPS_BACKEND'] = 'dask'
-            if a.dask_scheduler != 'local': os.environ['DASK_SCHEDULER_ADDRESS'] = a.dask_scheduler
+            if a.dask_scheduler != 'local':os.environ['DASK_SCHEDULER_ADDRESS'] = a.dask_scheduler
             else: os.environ.pop('DASK_SCHEDULER_ADDRESS', None)
         return fn(a)
     return run
@@ -223,7 +370,12 @@ def _add_dask_flags(sub):
     "Add --dask-scheduler to `run` (tuning) and `predict` (batch scoring)."
     for name in ('run', 'predict'):
         p = sub.choices[name]
-        p.add_argument('--dask-scheduler', default=None, metavar='ADDR', help="run the CV searches (run) or score by partitions (predict) on Dask: tcp://host:8786, or 'local' for a LocalCluster (default: models/predict.backend in the params, $DASK_SCHEDULER_ADDRESS)")
+        p.add_argument(
+            '--dask-scheduler',
+            default=None,
+            metavar='ADDR',
+            help="run the CV searches (run) or score by partitions (predict) on Dask: tcp://host:8786, or 'local' for a LocalCluster (default: models/predict.backend in the params, $DASK_SCHEDULER_ADDRESS)",
+        )
         p.set_defaults(fn=_with_dask(p.get_default('fn')))
 
 # %% ../nbs/13_cli.ipynb #44111085
@@ -234,13 +386,26 @@ def unchanged_line(a) -> str|None:
     if any(s not in STEP_IO for s in names): return None   # run_pipeline names the unknown step
     P = load_params(a.params)
     pf = Path(a.params) if Path(a.params).exists() else project_root()/a.params
-    return unchanged_message(pf, [s for s in STEP_IO if s in names], a.tracking_uri or tracking_uri(P), getattr(a, 'force', None))
+    return unchanged_message(
+        pf, [s for s in STEP_IO if s in names], a.tracking_uri or tracking_uri(P), getattr(a, 'force', None)
+    )
 
 def _add_run_cache(p):
     "The incremental-run options of `mlops run`."
-    p.add_argument('--force', nargs='?', const='all', default=None, metavar='STEP', choices=['all', 'ingest', 'eda', 'tune', 'train', 'predict', 'monitor'],
-                   help='rerun instead of reusing unchanged steps: every step, or STEP and the ones after it')
-    p.add_argument('--if-changed', action='store_true', help='exit 0 at once (one line) when no step changed since a successful run; else run')
+    p.add_argument(
+        '--force',
+        nargs='?',
+        const='all',
+        default=None,
+        metavar='STEP',
+        choices=['all', 'ingest', 'eda', 'tune', 'train', 'predict', 'monitor'],
+        help='rerun instead of reusing unchanged steps: every step, or STEP and the ones after it',
+    )
+    p.add_argument(
+        '--if-changed',
+        action='store_true',
+        help='exit 0 at once (one line) when no step changed since a successful run; else run',
+    )
 
 # %% ../nbs/13_cli.ipynb #aa2384b2
 def cmd_schedule(a) -> int:
@@ -272,64 +437,137 @@ def _add_schedule(sub):
 
 # %% ../nbs/13_cli.ipynb #130ba4b2
 def _params_arg(p, required=False):
-    p.add_argument('--params', default=DEFAULT_PARAMS, required=required, help=f'the project params YAML (default: {DEFAULT_PARAMS})')
-    p.add_argument('--tracking-uri', default=None, help='MLflow tracking URI (default: params, $MLFLOW_TRACKING_URI, else the embedded store under outputs/mlflow)')
+    p.add_argument(
+        '--params',
+        default=DEFAULT_PARAMS,
+        required=required,
+        help=f'the project params YAML (default: {DEFAULT_PARAMS})',
+    )
+    p.add_argument(
+        '--tracking-uri',
+        default=None,
+        help='MLflow tracking URI (default: params, $MLFLOW_TRACKING_URI, else the embedded store under outputs/mlflow)',
+    )
 
 def build_parser() -> argparse.ArgumentParser:
     "The `mlops` argument parser."
-    ap = argparse.ArgumentParser(prog='mlops', description='Notebook-first MLOps: papermill pipelines tracked in MLflow, batch and REST serving, drift monitoring and a Voila dashboard.')
+    ap = argparse.ArgumentParser(
+        prog='mlops',
+        description='Notebook-first MLOps: papermill pipelines tracked in MLflow, batch and REST serving, drift monitoring and a Voila dashboard.',
+    )
     ap.add_argument('--version', action='version', version=f'mlops_lib {__version__}')
     sub = ap.add_subparsers(dest='command', metavar='COMMAND', required=True)
-    p = sub.add_parser('data', help='write sample datasets (seeded generators with known ground truth)', description='Write a sample dataset, or all of them.')
-    p.add_argument('--name', help='sample name (car_purchase, customer_experience, restaurant_orders, transactions, attrition)')
+    p = sub.add_parser(
+        'data',
+        help='write sample datasets (seeded generators with known ground truth)',
+        description='Write a sample dataset, or all of them.',
+    )
+    p.add_argument(
+        '--name', help='sample name (car_purchase, customer_experience, restaurant_orders, transactions, attrition)'
+    )
     p.add_argument('--rows', type=int, default=None, help="rows to generate (default: the sample's own)")
-    p.add_argument('--seed', type=int, default=42, help='random seed (default 42, the params default: `make data` writes the rows `mlops run` would generate)')
+    p.add_argument(
+        '--seed',
+        type=int,
+        default=42,
+        help='random seed (default 42, the params default: `make data` writes the rows `mlops run` would generate)',
+    )
     p.add_argument('--out', help='output file, .csv or .parquet (default data/<name>.csv)')
     p.add_argument('--out-dir', help='with --all: output folder (default data/)')
     p.add_argument('--all', action='store_true', help='write every sample at its default size')
     p.add_argument('--missing-only', action='store_true', help='skip files that exist already')
     p.add_argument('--drifted', action='store_true', help='write a drifted batch instead (shifted inputs)')
     p.set_defaults(fn=cmd_data)
-    p = sub.add_parser('run', help='run the pipeline notebooks with papermill', description='Run the step notebooks (ingest, eda, tune, train) under one MLflow parent run.')
+    p = sub.add_parser(
+        'run',
+        help='run the pipeline notebooks with papermill',
+        description='Run the step notebooks (ingest, eda, tune, train) under one MLflow parent run.',
+    )
     _params_arg(p)
     p.add_argument('--steps', help='comma-separated subset of: ingest,eda,tune,train,predict,monitor')
-    p.add_argument('--resume', metavar='RUN', help="reuse an earlier run's folder (outputs/runs/RUN) for the steps not re-run")
+    p.add_argument(
+        '--resume', metavar='RUN', help="reuse an earlier run's folder (outputs/runs/RUN) for the steps not re-run"
+    )
     p.add_argument('--run-name', help='name of the run and its folder (default <name>-<timestamp>)')
     p.add_argument('--quiet', action='store_true', help="hide papermill's per-cell progress bars")
     _add_run_cache(p)
     p.set_defaults(fn=cmd_run)
-    p = sub.add_parser('status', help='the registered model, its champion and the last runs', description='Show the champion and recent pipeline runs.')
+    p = sub.add_parser(
+        'status',
+        help='the registered model, its champion and the last runs',
+        description='Show the champion and recent pipeline runs.',
+    )
     _params_arg(p)
     p.add_argument('--json', action='store_true', help='print JSON')
     p.set_defaults(fn=cmd_status)
-    p = sub.add_parser('ui', help='open the MLflow UI on the tracking store', description='Serve the MLflow UI (127.0.0.1 by default).')
+    p = sub.add_parser(
+        'ui', help='open the MLflow UI on the tracking store', description='Serve the MLflow UI (127.0.0.1 by default).'
+    )
     _params_arg(p)
     p.add_argument('--host', default='127.0.0.1'); p.add_argument('--port', type=int, default=5000)
     p.set_defaults(fn=cmd_ui)
-    p = sub.add_parser('predict', help='score a batch file with a registered model', description='Validate a CSV/Parquet batch against the model schema and score it in chunks.')
+    p = sub.add_parser(
+        'predict',
+        help='score a batch file with a registered model',
+        description='Validate a CSV/Parquet batch against the model schema and score it in chunks.',
+    )
     _params_arg(p)
     p.add_argument('--input', required=True, help='the batch to score (.csv or .parquet)')
-    p.add_argument('--output', required=True, help='where to write the predictions (.csv or .parquet); written to a temp file, then renamed')
+    p.add_argument(
+        '--output',
+        required=True,
+        help='where to write the predictions (.csv or .parquet); written to a temp file, then renamed',
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument('--alias', default='champion', help='model alias to use (default champion)')
     g.add_argument('--model-version', help='model version number to use instead of an alias')
-    p.add_argument('--on-invalid', choices=['fail', 'quarantine'], default=None, help='invalid rows: fail the batch (default) or write them to a rejects file and score the rest')
-    p.add_argument('--on-unexpected', choices=['score', 'reject'], default=None, help='rows breaking an expectation (range, category, missing): score and flag them in _flags (default) or reject them like invalid rows')
-    p.add_argument('--chunk-size', type=int, default=None, help='rows per chunk (default from params: predict.chunk_size)')
-    p.add_argument('--rejects', default=None, help='rejects file in quarantine mode (default <output stem>.rejects.csv)')
+    p.add_argument(
+        '--on-invalid',
+        choices=['fail', 'quarantine'],
+        default=None,
+        help='invalid rows: fail the batch (default) or write them to a rejects file and score the rest',
+    )
+    p.add_argument(
+        '--on-unexpected',
+        choices=['score', 'reject'],
+        default=None,
+        help='rows breaking an expectation (range, category, missing): score and flag them in _flags (default) or reject them like invalid rows',
+    )
+    p.add_argument(
+        '--chunk-size', type=int, default=None, help='rows per chunk (default from params: predict.chunk_size)'
+    )
+    p.add_argument(
+        '--rejects', default=None, help='rejects file in quarantine mode (default <output stem>.rejects.csv)'
+    )
     p.add_argument('--quiet', action='store_true', help='no progress bar')
     p.set_defaults(fn=cmd_predict)
-    p = sub.add_parser('dashboard', help='serve the Voila prediction dashboard', description='Serve nbs/dashboard.ipynb with Voila (127.0.0.1 by default) and print its URL.')
+    p = sub.add_parser(
+        'dashboard',
+        help='serve the Voila prediction dashboard',
+        description='Serve nbs/dashboard.ipynb with Voila (127.0.0.1 by default) and print its URL.',
+    )
     _params_arg(p)
-    p.add_argument('--port', type=int, default=None, help='port (default: a free one)'); p.add_argument('--host', default='127.0.0.1')
-    p.add_argument('--max-upload-mb', type=float, default=None, help='batch upload limit in MB (default: $MLOPS_UPLOAD_MB or 20)')
+    p.add_argument('--port', type=int, default=None, help='port (default: a free one)')
+    p.add_argument('--host', default='127.0.0.1')
+    p.add_argument(
+        '--max-upload-mb', type=float, default=None, help='batch upload limit in MB (default: $MLOPS_UPLOAD_MB or 20)'
+    )
     p.set_defaults(fn=cmd_dashboard)
     _add_serve(sub); _add_export(sub); _add_simulate(sub)
-    p = sub.add_parser('monitor', help="drift of a batch against the champion's training data", description='Per-feature drift, prediction and target drift, an HTML report; optionally retrain on drift.')
+    p = sub.add_parser(
+        'monitor',
+        help="drift of a batch against the champion's training data",
+        description='Per-feature drift, prediction and target drift, an HTML report; optionally retrain on drift.',
+    )
     _params_arg(p)
     p.add_argument('--current', help='the batch to compare (.csv or .parquet); or --from-log')
     p.add_argument('--alias', default='champion')
-    p.add_argument('--retrain', action='store_true', default=None, help='retrain when drift is found (default from params: monitor.retrain_on_drift)')
+    p.add_argument(
+        '--retrain',
+        action='store_true',
+        default=None,
+        help='retrain when drift is found (default from params: monitor.retrain_on_drift)',
+    )
     p.add_argument('--out-dir', default=None, help='report folder (default outputs/monitor/<timestamp>)')
     p.set_defaults(fn=cmd_monitor)
     _add_monitor_log(p)
@@ -353,18 +591,27 @@ def write_crash_log(ex: BaseException, argv: list[str]) -> Path:
     text = f"mlops_lib {__version__}\ncommand: {' '.join(map(str, argv))}\n\n" + ''.join(traceback.format_exception(ex))
     name = f"mlops-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}.log"
     for d in (outputs_dir()/'logs', Path(tempfile.gettempdir())):
-        try: d.mkdir(parents=True, exist_ok=True); (d/name).write_text(text); return d/name
+        try:d.mkdir(parents=True, exist_ok=True); (d/name).write_text(text); return d/name
         except OSError: continue
     return Path('(no log: nothing writable)')
 
 # %% ../nbs/13_cli.ipynb #a50467b0
 def _add_monitor_log(p):
     "The served-traffic options of `mlops monitor`: --from-log, --since | --last, --labels."
-    p.add_argument('--from-log', action='store_true', help='monitor served traffic: the prediction log of `mlops serve` (outputs/serving/<model>/) instead of --current')
+    p.add_argument(
+        '--from-log',
+        action='store_true',
+        help='monitor served traffic: the prediction log of `mlops serve` (outputs/serving/<model>/) instead of --current',
+    )
     g = p.add_mutually_exclusive_group()
-    g.add_argument('--since', help="with --from-log: rows of the last 30m, 24h, 7d... or since a timestamp (2026-01-31T12:00, UTC)")
+    g.add_argument(
+        '--since', help="with --from-log: rows of the last 30m, 24h, 7d... or since a timestamp (2026-01-31T12:00, UTC)"
+    )
     g.add_argument('--last', type=int, help='with --from-log: the newest N rows')
-    p.add_argument('--labels', help='a CSV/Parquet of request_id and the target: labels that came later, joined by request id for the live metric')
+    p.add_argument(
+        '--labels',
+        help='a CSV/Parquet of request_id and the target: labels that came later, joined by request id for the live metric',
+    )
 
 # %% ../nbs/13_cli.ipynb #c1e21fb4
 def main(argv: list[str]|None=None) -> int:

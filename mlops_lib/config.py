@@ -67,8 +67,10 @@ class ConstraintParams(BaseModel):
 
     @model_validator(mode='after')
     def _range(self):
-        if self.min is not None and self.max is not None and self.min > self.max: raise ValueError(f"min {self.min:g} is above max {self.max:g}")
-        if self.categories is not None and not self.categories: raise ValueError("categories must list at least one value")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}")
+        if self.categories is not None and not self.categories:
+            raise ValueError("categories must list at least one value")
         return self
 
 # %% ../nbs/00_config.ipynb #462418ea
@@ -84,7 +86,8 @@ class DataParams(_Strict):
 
     @model_validator(mode='after')
     def _one_source(self):
-        if not self.path and not self.sample: raise ValueError("give 'path' (a CSV/Parquet file) or 'sample' (a sample dataset name)")
+        if not self.path and not self.sample:
+            raise ValueError("give 'path' (a CSV/Parquet file) or 'sample' (a sample dataset name)")
         return self
 
 class FeatureParams(_Strict):
@@ -102,47 +105,58 @@ class SplitParams(_Strict):
 
 class FamilyParams(_Strict):
     "One model family's search: strategy, budget and space (estimator parameter -> list of values)."
-    strategy: Literal['grid', 'random', 'halving'] = 'random'  # GridSearchCV, RandomizedSearchCV or HalvingRandomSearchCV
+    strategy: Literal['grid', 'random', 'halving'] = (
+        'random'  # GridSearchCV, RandomizedSearchCV or HalvingRandomSearchCV
+    )
     n_iter: int = Field(10, gt=0)                               # candidates tried by random search
     space: dict[str, list[Any]] = {}                            # e.g. {max_depth: [3, 5, null]}
 
 class ModelParams(_Strict):
     "The model search."
-    families: dict[Literal['hist_gradient_boosting', 'linear', 'random_forest'], FamilyParams] = Field(default_factory=lambda: {'hist_gradient_boosting': FamilyParams(), 'linear': FamilyParams(strategy='grid')})
+    families: dict[Literal['hist_gradient_boosting', 'linear', 'random_forest'], FamilyParams] = Field(
+        default_factory=lambda: {'hist_gradient_boosting': FamilyParams(), 'linear': FamilyParams(strategy='grid')}
+    )
     cv_folds: int = Field(5, ge=2)   # cross-validation folds on the training split
     metric: Optional[str] = None     # the search metric (default: the promotion metric)
     n_jobs: int = 1                  # parallel jobs for the search (-1: all cores)
-    backend: Literal['local', 'dask'] = 'local'  # where the search's fits run: local processes, or a Dask cluster (see mlops_lib.dask_backend)
+    backend: Literal['local', 'dask'] = (
+        'local'  # where the search's fits run: local processes, or a Dask cluster (see mlops_lib.dask_backend)
+    )
 
 class PromotionParams(_Strict):
     "The gate a new model must pass before the `champion` alias moves to it."
     metric: Optional[str] = None                        # default: roc_auc (classification) or rmse (regression)
-    thresholds: dict[str, float] = {}                   # absolute bounds on test metrics: a minimum, or a maximum for lower-is-better metrics
-    margin: float = Field(0.0, ge=0)                    # how much better than the current champion on the same test rows
+    thresholds: dict[str, float] = {}  # absolute bounds on test metrics: a minimum, or a maximum for lower-is-better metrics
+    margin: float = Field(0.0, ge=0)  # how much better than the current champion on the same test rows
 
 class MonitorParams(_Strict):
     "Drift thresholds and the retrain loop."
     p_value: float = Field(0.05, gt=0, lt=1)     # KS / chi-square p-value below which a feature drifts
-    distance: float = Field(0.1, gt=0)           # Wasserstein (normalised) / Jensen-Shannon distance at or above which a feature drifts
+    distance: float = Field(0.1, gt=0)  # Wasserstein (normalised) / Jensen-Shannon distance at or above which a feature drifts
     psi: float = Field(0.2, gt=0)                # PSI reported per feature; at or above this it is flagged
     share: float = Field(0.5, gt=0, le=1)        # dataset drift when at least this share of features drift
     stat_test_max_rows: int = Field(1000, gt=0)  # reference size up to which p-value tests are used, above it distances
     retrain_on_drift: bool = False               # start `mlops run` with the current batch appended when drift is found
-    metric_drop: float = Field(0.05, ge=0)       # a metric drop: the live metric (labelled rows) is worse than the test metric by at least this much
-    alert_url: Optional[str] = None              # POST a JSON alert here when drift or a metric drop is found (a webhook or your own receiver)
-    alert_timeout: float = Field(5.0, gt=0)      # seconds to wait for the alert receiver; a dead one is a warning, never a failed job
+    metric_drop: float = Field(0.05, ge=0)  # a metric drop: the live metric (labelled rows) is worse than the test metric by at least this much
+    alert_url: Optional[str] = (
+        None  # POST a JSON alert here when drift or a metric drop is found (a webhook or your own receiver)
+    )
+    alert_timeout: float = Field(5.0, gt=0)  # seconds to wait for the alert receiver; a dead one is a warning, never a failed job
 
     @field_validator('alert_url')
     @classmethod
     def _alert_url(cls, v):
-        if v is not None and not re.match(r'https?://[^/\s]+', v): raise ValueError(f"expected an http:// or https:// URL, got {v!r}")
+        if v is not None and not re.match(r'https?://[^/\s]+', v):
+            raise ValueError(f"expected an http:// or https:// URL, got {v!r}")
         return v
 
 class PredictParams(_Strict):
     "Batch scoring."
     chunk_size: int = Field(100_000, gt=0)       # rows scored per chunk (bounds memory)
     on_invalid: Literal['fail', 'quarantine'] = 'fail'  # what to do with rows that break the schema
-    on_unexpected: Literal['score', 'reject'] = 'score'  # rows that break an expectation (range, category, missing): scored and flagged, or rejected
+    on_unexpected: Literal['score', 'reject'] = (
+        'score'  # rows that break an expectation (range, category, missing): scored and flagged, or rejected
+    )
     backend: Literal['local', 'dask'] = 'local'  # score in chunks in this process, or by partitions on a Dask cluster
 
 class Params(_Strict):
@@ -157,13 +171,16 @@ class Params(_Strict):
     promotion: PromotionParams = PromotionParams()
     monitor: MonitorParams = MonitorParams()
     predict: PredictParams = PredictParams()
-    tracking_uri: Optional[str] = None           # default: $MLFLOW_TRACKING_URI, else the embedded SQLite store under outputs/mlflow
+    tracking_uri: Optional[str] = (
+        None  # default: $MLFLOW_TRACKING_URI, else the embedded SQLite store under outputs/mlflow
+    )
     seed: int = 42                               # seeds every random step (split, CV, search, models)
 
     @field_validator('name')
     @classmethod
     def _name(cls, v):
-        if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', v): raise ValueError(f"must be letters, digits, '_', '-' or '.', got {v!r}")
+        if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', v):
+            raise ValueError(f"must be letters, digits, '_', '-' or '.', got {v!r}")
         return v
 
     @model_validator(mode='after')
@@ -174,12 +191,14 @@ class Params(_Strict):
         if self.split.seed is None: self.split.seed = self.seed
         for key, m in [('promotion.metric', self.promotion.metric), ('models.metric', self.models.metric),
                        *[(f'promotion.thresholds.{k}', k) for k in self.promotion.thresholds]]:
-            if m not in allowed: raise ValueError(f"key '{key}': expected one of {', '.join(allowed)} for a {self.task} task, got {m!r}")
+            if m not in allowed:
+                raise ValueError(f"key '{key}': expected one of {', '.join(allowed)} for a {self.task} task, got {m!r}")
         if self.task == 'regression': self.split.stratify = False
         return self
 
     @property
-    def is_classification(self) -> bool: return self.task == 'classification'
+    def is_classification(self) -> bool:
+        return self.task == 'classification'
 
 # %% ../nbs/00_config.ipynb #d24cca75
 class UserError(Exception):
@@ -245,8 +264,14 @@ def atomic_path(path: str|Path):
         os.replace(tmp, path)
     except OSError as ex:
         if disk_full(ex) and not isinstance(ex, UserError):
-            why = os.strerror(ex.errno) if ex.errno in DISK_ERRNOS else next(os.strerror(e) for e in DISK_ERRNOS if os.strerror(e) in str(ex))
-            raise OutputError(f"{path}: cannot write it: {why} (a full disk or a file size limit); nothing was written") from None
+            why = (
+                os.strerror(ex.errno)
+                if ex.errno in DISK_ERRNOS
+                else next(os.strerror(e) for e in DISK_ERRNOS if os.strerror(e) in str(ex))
+            )
+            raise OutputError(
+                f"{path}: cannot write it: {why} (a full disk or a file size limit); nothing was written"
+            ) from None
         raise
     finally:
         if tmp.exists(): tmp.unlink()

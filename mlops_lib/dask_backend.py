@@ -114,10 +114,14 @@ def _parse_like_pandas(df: pd.DataFrame) -> pd.DataFrame:
     for c in df.columns:
         s = df[c]
         if not (s.dtype == object or pd.api.types.is_string_dtype(s)): out[c] = s; continue
-        try: out[c] = pd.to_numeric(s); continue
+        try:out[c] = pd.to_numeric(s); continue
         except (ValueError, TypeError): pass
         v = set(s.dropna().unique())
-        out[c] = s.map({'True': True, 'False': False}).astype(bool) if v and v <= {'True', 'False'} and s.notna().all() else s.astype('str')
+        out[c] = (
+            s.map({'True': True, 'False': False}).astype(bool)
+            if v and v <= {'True', 'False'} and s.notna().all()
+            else s.astype('str')
+        )
     return pd.DataFrame(out, index=df.index)
 
 def read_partitions(files: list[str], fmt: str, blocksize: str|int='64MB'):
@@ -144,19 +148,32 @@ def score_partition(df: pd.DataFrame, # one partition of the batch
     scored, r = score_chunk(df, lm, source, predict=predict, **(kw or {}))
     tally = BatchTally(lm); tally.add(scored, r, len(df)); tally.lm = None
     if predict: scored.to_parquet(Path(tmp)/f'part-{i:05d}.parquet', index=False)
-    if not r.ok: r.rejects(df).assign(_row=lambda d: d.index).to_parquet(Path(tmp)/'_rejects'/f'part-{i:05d}.parquet', index=False)
+    if not r.ok:
+        r.rejects(df).assign(_row=lambda d: d.index).to_parquet(
+            Path(tmp) / '_rejects' / f'part-{i:05d}.parquet', index=False
+        )
     return dict(i=i, rows=len(df), tally=tally, pid=os.getpid())
 
 # %% ../nbs/07a_dask.ipynb #034914f9
 def merge_tally(total, part) -> None:
     "Add a partition's `BatchTally` counts into `total`."
-    total.rows_in += part.rows_in; total.rows_scored += part.rows_scored; total.rows_rejected += part.rows_rejected; total.rows_flagged += part.rows_flagged
+    total.rows_in += part.rows_in
+    total.rows_scored += part.rows_scored
+    total.rows_rejected += part.rows_rejected
+    total.rows_flagged += part.rows_flagged
     for k, (n, ex) in part.reasons.items(): total.reasons.setdefault(k, [0, ex])[0] += n
     for k, (n, ex) in part.flagged.items(): total.flagged.setdefault(k, [0, ex])[0] += n
     for k, n in part.rules.items(): total.rules[k] = total.rules.get(k, 0) + n
     for c, n in part.counts.items(): total.counts[c] = total.counts.get(c, 0) + n
     s, p = total.s, part.s
-    s.update(n=s['n'] + p['n'], sum=s['sum'] + p['sum'], sq=s['sq'] + p['sq'], min=min(s['min'], p['min']), max=max(s['max'], p['max']), proba=s['proba'] + p['proba'])
+    s.update(
+        n=s['n'] + p['n'],
+        sum=s['sum'] + p['sum'],
+        sq=s['sq'] + p['sq'],
+        min=min(s['min'], p['min']),
+        max=max(s['max'], p['max']),
+        proba=s['proba'] + p['proba'],
+    )
 
 # %% ../nbs/07a_dask.ipynb #f7b2dd3c
 def _commit_dir(tmp: Path, out: Path):
@@ -195,7 +212,8 @@ def write_rejects(tmp: Path, rej: Path, offsets: dict) -> int:
             for p in parts:
                 d = pd.read_parquet(p); d['_row'] += offsets[int(p.stem.split('-')[1])]
                 w.write(d); n += len(d)
-        finally: w.close()
+        finally:
+            w.close()
     return n
 
 # %% ../nbs/07a_dask.ipynb #92dcba72
@@ -220,7 +238,10 @@ def score_batch_dask(lm, # the model (loaded on the client for its version and s
     shutil.rmtree(tmp, ignore_errors=True); (tmp/'_rejects').mkdir(parents=True)
     try:
         name = Path(files[0]).name if len(files) == 1 else str(src)
-        tasks = [dask.delayed(score_partition)(p, i, str(tmp), uri, lm.name, lm.version, name, fmt == 'csv', True, kw) for i, p in enumerate(read_partitions(files, fmt, blocksize))]
+        tasks = [
+            dask.delayed(score_partition)(p, i, str(tmp), uri, lm.name, lm.version, name, fmt == 'csv', True, kw)
+            for i, p in enumerate(read_partitions(files, fmt, blocksize))
+        ]
         results = sorted(client.compute(tasks, sync=True), key=lambda r: r['i'])
         offsets, pos = {}, 0
         for r in results: offsets[r['i']] = pos; pos += r['rows']; merge_tally(tally, r['tally'])
@@ -231,47 +252,96 @@ def score_batch_dask(lm, # the model (loaded on the client for its version and s
         parts = [tmp/f"part-{r['i']:05d}.parquet" for r in results if (tmp/f"part-{r['i']:05d}.parquet").exists()]
         rows = commit_output(tmp, out, parts)
         return dict(partitions=len(results), workers=len({r['pid'] for r in results}), rows_written=rows)
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/07a_dask.ipynb #d4e79b8f
-def predict_file_dask(P, # the loaded Params
-                      input, output, alias='champion', version=None, on_invalid=None, chunk_size=None, uri=None, progress=True, rejects=None, run_id=None,
-                      on_unexpected: str|None=None, # 'score' or 'reject' rows breaking an expectation (default: params `predict.on_unexpected`)
-                      blocksize: str|int='64MB', # CSV bytes per partition
-                     ) -> dict:
+def predict_file_dask(
+    P,  # the loaded Params
+    input,
+    output,
+    alias='champion',
+    version=None,
+    on_invalid=None,
+    chunk_size=None,
+    uri=None,
+    progress=True,
+    rejects=None,
+    run_id=None,
+    on_unexpected: (
+        str | None
+    ) = None,  # 'score' or 'reject' rows breaking an expectation (default: params `predict.on_unexpected`)
+    blocksize: str | int = '64MB',  # CSV bytes per partition
+) -> dict:
     "`predict_file` on Dask: partitions scored by the workers, the output committed atomically, the batch tracked as an MLflow run."
     from mlflow import MlflowClient
     from mlops_lib.config import tracking_uri
     from mlops_lib.predict import BatchTally, _log_metrics, _start_batch_run, _track_failure, table_format
     from mlops_lib.tracking import load_model, setup_tracking
     on_invalid = on_invalid or P.predict.on_invalid
-    if on_invalid not in ('fail', 'quarantine'): raise UsageError(f"on_invalid must be 'fail' or 'quarantine', got {on_invalid!r}")
+    if on_invalid not in ('fail', 'quarantine'):
+        raise UsageError(f"on_invalid must be 'fail' or 'quarantine', got {on_invalid!r}")
     on_unexpected = on_unexpected or P.predict.on_unexpected
-    if on_unexpected not in ('score', 'reject'): raise ValueError(f"on_unexpected must be 'score' or 'reject', got {on_unexpected!r}")
+    if on_unexpected not in ('score', 'reject'):
+        raise ValueError(f"on_unexpected must be 'score' or 'reject', got {on_unexpected!r}")
     out = Path(output)
     if out.suffix: table_format(out, 'output')
     rej = Path(rejects) if rejects else out.with_name(f'{out.stem or out.name}.rejects.csv')
     files, _ = input_files(input)
-    if any(Path(f).resolve() in (out.resolve(), rej.resolve()) for f in files) or Path(input).resolve() == out.resolve(): raise UsageError(f"{output}: the output must not overwrite the input {input}")
+    if (
+        any(Path(f).resolve() in (out.resolve(), rej.resolve()) for f in files)
+        or Path(input).resolve() == out.resolve()
+    ):
+        raise UsageError(f"{output}: the output must not overwrite the input {input}")
     uri = uri or tracking_uri(P)
     exp_id = setup_tracking(uri, P.name)
     lm = load_model(P.name, alias=alias if version is None else None, version=version)
     client, t0 = MlflowClient(), time.perf_counter()
-    rid = _start_batch_run(client, exp_id, lm, alias if version is None else None, Path(input), out, on_invalid, chunk_size or P.predict.chunk_size, run_id, on_unexpected)
+    rid = _start_batch_run(
+        client,
+        exp_id,
+        lm,
+        alias if version is None else None,
+        Path(input),
+        out,
+        on_invalid,
+        chunk_size or P.predict.chunk_size,
+        run_id,
+        on_unexpected,
+    )
     client.set_tag(rid, 'mlops.backend', 'dask')
     tally = BatchTally(lm)
     kw = {'on_unexpected': on_unexpected}
-    with _track_failure(client, rid, tally): info = score_batch_dask(lm, input, out, rej, tally, on_invalid, uri, kw, blocksize)
+    with _track_failure(client, rid, tally):
+        info = score_batch_dask(lm, input, out, rej, tally, on_invalid, uri, kw, blocksize)
     if not tally.rows_rejected and rejects is None and rej.exists(): rej.unlink()
     secs = time.perf_counter() - t0
-    metrics = {**tally.metrics(), 'seconds': secs, 'rows_per_s': tally.rows_in/secs, 'partitions': info['partitions'], 'workers': info['workers']}
+    metrics = {
+        **tally.metrics(),
+        'seconds': secs,
+        'rows_per_s': tally.rows_in / secs,
+        'partitions': info['partitions'],
+        'workers': info['workers'],
+    }
     _log_metrics(client, rid, metrics)
     if tally.rows_rejected and rej.stat().st_size < 5_000_000: client.log_artifact(rid, str(rej))
     if not run_id: client.set_terminated(rid, 'FINISHED')
-    msg = (f"scored {tally.rows_scored:,} of {tally.rows_in:,} rows of {input} with {lm.name} v{lm.version} on Dask ({info['partitions']} partitions, "
-           f"{info['workers']} workers) in {secs:.1f} s ({tally.rows_in/secs:,.0f} rows/s) -> {out}"
-           + (f"; {tally.rows_rejected:,} invalid rows -> {rej} ({tally.problems()})" if tally.rows_rejected else '')
-           + (f"; {tally.rows_flagged:,} rows flagged in _flags ({tally.flags()})" if tally.rows_flagged else '')
-           + f"; MLflow run {rid}")
-    return dict(model=lm.name, model_version=lm.version, output=str(out), rejects=str(rej) if tally.rows_rejected else None,
-                run_id=rid, on_invalid=on_invalid, on_unexpected=on_unexpected, backend='dask', **metrics, message=msg)
+    msg = (
+        f"scored {tally.rows_scored:,} of {tally.rows_in:,} rows of {input} with {lm.name} v{lm.version} on Dask ({info['partitions']} partitions, "
+        f"{info['workers']} workers) in {secs:.1f} s ({tally.rows_in/secs:,.0f} rows/s) -> {out}"
+        + (f"; {tally.rows_rejected:,} invalid rows -> {rej} ({tally.problems()})" if tally.rows_rejected else '')
+        + (f"; {tally.rows_flagged:,} rows flagged in _flags ({tally.flags()})" if tally.rows_flagged else '')
+        + f"; MLflow run {rid}"
+    )
+    return dict(
+        model=lm.name,
+        model_version=lm.version,
+        output=str(out),
+        rejects=str(rej) if tally.rows_rejected else None,
+        run_id=rid,
+        on_invalid=on_invalid,
+        on_unexpected=on_unexpected,
+        backend='dask',
+        **metrics,
+        message=msg,
+    )

@@ -157,19 +157,37 @@ def check_table(df: pd.DataFrame, # the loaded table
                ) -> pd.DataFrame:
     "Check `df` against `params`; return it with rows missing the target dropped, or raise `DataError`."
     t = params.target
-    if t not in df.columns: raise DataError(f"{source}: target column '{t}' not found; expected it among the columns, found: {', '.join(map(str, df.columns[:20]))}")
+    if t not in df.columns:
+        raise DataError(
+            f"{source}: target column '{t}' not found; expected it among the columns, found: {', '.join(map(str, df.columns[:20]))}"
+        )
     missing = [c for c in (params.features.include or []) if c not in df.columns]
-    if missing: raise DataError(f"{source}: feature column(s) {', '.join(missing)} listed in features.include not found in the file")
+    if missing:
+        raise DataError(
+            f"{source}: feature column(s) {', '.join(missing)} listed in features.include not found in the file"
+        )
     if params.task == 'regression' and not pd.api.types.is_numeric_dtype(df[t]):
         bad = df[t][pd.to_numeric(df[t], errors='coerce').isna() & df[t].notna()]
-        raise DataError(f"{source}: target column '{t}' must be numeric for a regression task; found non-numeric values such as {bad.iloc[:3].tolist()}")
+        raise DataError(
+            f"{source}: target column '{t}' must be numeric for a regression task; found non-numeric values such as {bad.iloc[:3].tolist()}"
+        )
     df = df[df[t].notna()]
-    if len(df) < params.data.min_rows: raise DataError(f"{source}: expected at least {params.data.min_rows} rows with a target (data.min_rows), found {len(df)}")
+    if len(df) < params.data.min_rows:
+        raise DataError(
+            f"{source}: expected at least {params.data.min_rows} rows with a target (data.min_rows), found {len(df)}"
+        )
     if params.task == 'classification':
         counts = df[t].value_counts()
-        if len(counts) < 2: raise DataError(f"{source}: target column '{t}' needs at least 2 classes for classification, found only {counts.index.tolist()}")
-        if counts.min() < 2 and params.split.stratify: raise DataError(f"{source}: class {counts.idxmin()!r} of '{t}' has {counts.min()} row; stratified splitting needs at least 2 per class")
-    if not feature_columns(df, params): raise DataError(f"{source}: no feature columns left after dropping the target and features.drop")
+        if len(counts) < 2:
+            raise DataError(
+                f"{source}: target column '{t}' needs at least 2 classes for classification, found only {counts.index.tolist()}"
+            )
+        if counts.min() < 2 and params.split.stratify:
+            raise DataError(
+                f"{source}: class {counts.idxmin()!r} of '{t}' has {counts.min()} row; stratified splitting needs at least 2 per class"
+            )
+    if not feature_columns(df, params):
+        raise DataError(f"{source}: no feature columns left after dropping the target and features.drop")
     return df
 
 # %% ../nbs/02_data.ipynb #db682675
@@ -184,7 +202,14 @@ def id_like_columns(df: pd.DataFrame, # the training split
         if k <= 50: continue
         if not pd.api.types.is_numeric_dtype(s) and k > max_share * len(s):
             out[c] = f"{k:,} distinct values in {len(s):,} rows: an ID or free text, not a category"
-        elif pd.api.types.is_integer_dtype(s) and k == n and ('id' in str(c).lower().replace('_', ' ').split() or str(c).lower().endswith(('id', '_id', 'code', 'rownames'))):
+        elif (
+            pd.api.types.is_integer_dtype(s)
+            and k == n
+            and (
+                'id' in str(c).lower().replace('_', ' ').split()
+                or str(c).lower().endswith(('id', '_id', 'code', 'rownames'))
+            )
+        ):
             out[c] = f"a distinct integer in every row and named like an id"
     return out
 
@@ -195,7 +220,16 @@ def column_report(df: pd.DataFrame, features: list[str], dropped: dict[str, str]
     for c in features:
         if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]): continue
         vc = df[c].value_counts()
-        what = f"dropped: {dropped[c]}" if dropped and c in dropped else (f"one-hot, capped at {MAX_CATEGORIES} columns" if len(vc) > MAX_CATEGORIES else 'one-hot') + (f"; {int((vc < MIN_FREQUENCY).sum())} rare level(s) share the infrequent column" if (vc < MIN_FREQUENCY).any() else '')
+        what = (
+            f"dropped: {dropped[c]}"
+            if dropped and c in dropped
+            else (f"one-hot, capped at {MAX_CATEGORIES} columns" if len(vc) > MAX_CATEGORIES else 'one-hot')
+            + (
+                f"; {int((vc < MIN_FREQUENCY).sum())} rare level(s) share the infrequent column"
+                if (vc < MIN_FREQUENCY).any()
+                else ''
+            )
+        )
         rows.append(dict(column=c, levels=len(vc), rare_levels=int((vc < MIN_FREQUENCY).sum()), encoding=what))
     return pd.DataFrame(rows, columns=['column', 'levels', 'rare_levels', 'encoding'])
 

@@ -27,7 +27,10 @@ def _is_num(s: pd.Series) -> bool: return pd.api.types.is_numeric_dtype(s) and n
 def _check(df: pd.DataFrame, target: str, task: str):
     if not isinstance(df, pd.DataFrame): raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
     if task not in TASKS: raise ValueError(f"task: expected 'classification' or 'regression', got {task!r}")
-    if target not in df.columns: raise ValueError(f"target column {target!r} not found; the frame has columns {', '.join(map(str, df.columns[:20]))}")
+    if target not in df.columns:
+        raise ValueError(
+            f"target column {target!r} not found; the frame has columns {', '.join(map(str, df.columns[:20]))}"
+        )
     if task == 'regression' and not _is_num(df[target]):
         raise ValueError(f"target column {target!r}: a regression target must be numeric, got dtype {df[target].dtype}")
 
@@ -137,7 +140,8 @@ def _feature_lists(df, target, numeric, categorical) -> tuple[list[str], list[st
     numeric, categorical = list(num if numeric is None else numeric), list(cat if categorical is None else categorical)
     for kind, cols in (('numeric', numeric), ('categorical', categorical)):
         if target in cols: raise ValueError(f"{kind}: {target!r} is the target; list only feature columns")
-        if (bad := [c for c in cols if c not in df.columns]): raise ValueError(f"{kind}: columns {bad} not found in the frame")
+        if bad := [c for c in cols if c not in df.columns]:
+            raise ValueError(f"{kind}: columns {bad} not found in the frame")
     return numeric, categorical
 
 def feature_scores(df: pd.DataFrame, # the data, target included
@@ -155,7 +159,10 @@ def feature_scores(df: pd.DataFrame, # the data, target included
     with np.errstate(all='ignore'), warnings.catch_warnings():
         warnings.simplefilter('ignore')
         num = _abs_corr(X, y) if y is not None else _eta(X, d[target])
-        cat = [_eta(y.to_frame(), _labels(d[c])).iloc[0] if y is not None else _cramers_v(_labels(d[c]), d[target]) for c in categorical]
+        cat = [
+            _eta(y.to_frame(), _labels(d[c])).iloc[0] if y is not None else _cramers_v(_labels(d[c]), d[target])
+            for c in categorical
+        ]
     feats = numeric + categorical
     out = pd.DataFrame({'feature': feats, 'kind': ['numeric']*len(numeric) + ['categorical']*len(categorical),
                         'score': np.r_[num.reindex(numeric).to_numpy(float), np.asarray(cat, float)],
@@ -187,7 +194,9 @@ def _box(x, name: str, **kw) -> go.Box|None:
     if not len(x): return None
     q1, med, q3 = np.percentile(x, [25, 50, 75])
     lo, hi = x[x >= q1 - 1.5*(q3 - q1)].min(), x[x <= q3 + 1.5*(q3 - q1)].max()
-    return go.Box(x=[name], q1=[q1], median=[med], q3=[q3], lowerfence=[lo], upperfence=[hi], mean=[x.mean()], name=name, **kw)
+    return go.Box(
+        x=[name], q1=[q1], median=[med], q3=[q3], lowerfence=[lo], upperfence=[hi], mean=[x.mean()], name=name, **kw
+    )
 
 # %% ../nbs/04_eda.ipynb #0164a635
 def target_figure(y: pd.Series, # the target column
@@ -197,8 +206,14 @@ def target_figure(y: pd.Series, # the target column
     title = f"Target {y.name!r}" + (f" ({y.isna().sum():,} missing)" if y.isna().any() else '')
     if task == 'classification':
         counts = _labels(y.dropna()).value_counts()
-        tr = go.Bar(x=counts.index.tolist(), y=counts.to_numpy(), text=[f'{v:.1%}' for v in counts/counts.sum()], marker_color=PALETTE[0])
-    else: tr = _hist_bar(y, _edges(y, 40), str(y.name), marker_color=PALETTE[0])
+        tr = go.Bar(
+            x=counts.index.tolist(),
+            y=counts.to_numpy(),
+            text=[f'{v:.1%}' for v in counts / counts.sum()],
+            marker_color=PALETTE[0],
+        )
+    else:
+        tr = _hist_bar(y, _edges(y, 40), str(y.name), marker_color=PALETTE[0])
     return go.Figure(tr, layout=dict(_LAYOUT, title=title, xaxis_title=str(y.name), yaxis_title='rows', bargap=0.05))
 
 # %% ../nbs/04_eda.ipynb #15c9b032
@@ -210,8 +225,10 @@ def missing_figure(df: pd.DataFrame, # the data
     n_any = int((miss > 0).sum())
     miss = miss[miss > 0].head(top)
     title = f"Missing values: {n_any} of {df.shape[1]} columns" + ('' if n_any else ' (none)')
-    return go.Figure(go.Bar(x=[str(c) for c in miss.index], y=miss.to_numpy(), marker_color=PALETTE[1]),
-                     layout=dict(_LAYOUT, title=title, yaxis=dict(title='share missing', tickformat='.0%', range=[0, 1])))
+    return go.Figure(
+        go.Bar(x=[str(c) for c in miss.index], y=miss.to_numpy(), marker_color=PALETTE[1]),
+        layout=dict(_LAYOUT, title=title, yaxis=dict(title='share missing', tickformat='.0%', range=[0, 1])),
+    )
 
 # %% ../nbs/04_eda.ipynb #3e36819a
 def correlation_figure(df: pd.DataFrame, # the data, target included
@@ -230,7 +247,9 @@ def correlation_figure(df: pd.DataFrame, # the data, target included
     names = [str(n) for n in c.columns]
     hm = go.Heatmap(z=c.to_numpy(), x=names, y=names, zmin=-1, zmax=1, colorscale='RdBu_r',
                     texttemplate='%{z:.2f}' if len(names) <= 25 else None, hoverongaps=False)
-    return go.Figure(hm, layout=dict(_LAYOUT, title=title, height=max(420, 22*len(names) + 150), yaxis_autorange='reversed'))
+    return go.Figure(
+        hm, layout=dict(_LAYOUT, title=title, height=max(420, 22 * len(names) + 150), yaxis_autorange='reversed')
+    )
 
 # %% ../nbs/04_eda.ipynb #5652a786
 def _classes(y: pd.Series, top: int=10) -> list:
@@ -238,12 +257,27 @@ def _classes(y: pd.Series, top: int=10) -> list:
     keep = set(y.value_counts().index[:top])
     return [c for c in class_labels(y) if c in keep]
 
-def _two_views(titles: tuple[str, str], traces: list[tuple[int, go.BaseTraceType|None]], title: str, **layout) -> go.Figure:
+
+def _two_views(
+    titles: tuple[str, str], traces: list[tuple[int, go.BaseTraceType | None]], title: str, **layout
+) -> go.Figure:
     "A figure with two side-by-side panels from (panel, trace) pairs (a light `make_subplots(rows=1, cols=2)`)."
     for col, tr in traces:
         if tr is not None and col == 2: tr.update(xaxis='x2', yaxis='y2')
-    notes = [dict(text=t, x=x, y=1.0, xref='paper', yref='paper', xanchor='center', yanchor='bottom', showarrow=False, font_size=14)
-             for t, x in zip(titles, (0.225, 0.775))]
+    notes = [
+        dict(
+            text=t,
+            x=x,
+            y=1.0,
+            xref='paper',
+            yref='paper',
+            xanchor='center',
+            yanchor='bottom',
+            showarrow=False,
+            font_size=14,
+        )
+        for t, x in zip(titles, (0.225, 0.775))
+    ]
     return go.Figure([tr for _, tr in traces if tr is not None],
                      layout=dict(_LAYOUT, title=title, annotations=notes, xaxis=dict(domain=[0, 0.45]),
                                  xaxis2=dict(domain=[0.55, 1], anchor='y2'), yaxis2=dict(anchor='x2'), **layout))
@@ -253,7 +287,10 @@ def _numeric_vs_class(x: pd.Series, y: pd.Series) -> go.Figure:
     edges, traces = _edges(x), []
     for i, c in enumerate(_classes(y)):
         xc, kw = x[y == c], dict(marker_color=PALETTE[i % len(PALETTE)], legendgroup=str(c))
-        traces += [(1, _hist_bar(xc, edges, str(c), share=True, opacity=0.55, **kw)), (2, _box(xc, str(c), showlegend=False, **kw))]
+        traces += [
+            (1, _hist_bar(xc, edges, str(c), share=True, opacity=0.55, **kw)),
+            (2, _box(xc, str(c), showlegend=False, **kw)),
+        ]
     return _two_views(('share of each class', 'by class'), traces, f"{x.name} by {y.name}", barmode='overlay')
 
 def _numeric_vs_value(x: pd.Series, y: pd.Series, seed: int=0, max_points: int=2000, bins: int=20) -> go.Figure:
@@ -263,10 +300,29 @@ def _numeric_vs_value(x: pd.Series, y: pd.Series, seed: int=0, max_points: int=2
     q = np.unique(np.quantile(xs, np.linspace(0, 1, bins + 1))) if len(ok) else np.array([0.0])
     b = np.clip(np.searchsorted(q, xs, side='right') - 1, 0, max(len(q) - 2, 0))
     means = pd.DataFrame({'x': xs, 'y': ys}).groupby(b).mean()
-    traces = [(1, _hist_bar(x, _edges(x), str(x.name), marker_color=PALETTE[0], showlegend=False)),
-              (2, go.Scatter(x=x.to_numpy(float)[pick], y=y.to_numpy(float)[pick], mode='markers', name=f'{len(pick):,} sampled rows',
-                             marker=dict(size=4, opacity=0.4, color=PALETTE[0]))),
-              (2, go.Scatter(x=means.x.to_numpy(), y=means.y.to_numpy(), mode='lines+markers', name='binned mean', line_color=PALETTE[1]))]
+    traces = [
+        (1, _hist_bar(x, _edges(x), str(x.name), marker_color=PALETTE[0], showlegend=False)),
+        (
+            2,
+            go.Scatter(
+                x=x.to_numpy(float)[pick],
+                y=y.to_numpy(float)[pick],
+                mode='markers',
+                name=f'{len(pick):,} sampled rows',
+                marker=dict(size=4, opacity=0.4, color=PALETTE[0]),
+            ),
+        ),
+        (
+            2,
+            go.Scatter(
+                x=means.x.to_numpy(),
+                y=means.y.to_numpy(),
+                mode='lines+markers',
+                name='binned mean',
+                line_color=PALETTE[1],
+            ),
+        ),
+    ]
     return _two_views(('distribution', f'{y.name} against {x.name}'), traces, f"{x.name} vs {y.name}")
 
 # %% ../nbs/04_eda.ipynb #c46ff37c
@@ -280,7 +336,20 @@ def _category_vs_target(x: pd.Series, y: pd.Series, task: str) -> go.Figure:
         stat = yn.groupby(lab.to_numpy()).mean().reindex(cats)
         what = f"share of {class_labels(y)[1]!s}" if task == 'classification' else f"mean {y.name}"
         traces.append((2, go.Bar(x=cats, y=stat.to_numpy(), name=what, marker_color=PALETTE[1], showlegend=False)))
-        extra = dict(shapes=[dict(type='line', xref='x2 domain', x0=0, x1=1, yref='y2', y0=yn.mean(), y1=yn.mean(), line=dict(dash='dot', color='grey'))])
+        extra = dict(
+            shapes=[
+                dict(
+                    type='line',
+                    xref='x2 domain',
+                    x0=0,
+                    x1=1,
+                    yref='y2',
+                    y0=yn.mean(),
+                    y1=yn.mean(),
+                    line=dict(dash='dot', color='grey'),
+                )
+            ]
+        )
     else:
         share = pd.crosstab(lab.to_numpy(), y.to_numpy(), normalize='index').reindex(cats)
         traces += [(2, go.Bar(x=cats, y=share[c].to_numpy(), name=str(c), marker_color=PALETTE[i % len(PALETTE)]))
@@ -323,9 +392,11 @@ def eda_figures(df: pd.DataFrame, # the data, target included
     return figs
 
 # %% ../nbs/04_eda.ipynb #a9727a79
-_CSS = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222;padding:0 1em}"
-        "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}"
-        "th{background:#f5f5f5}section{margin:2em 0}")
+_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222;padding:0 1em}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}"
+    "th{background:#f5f5f5}section{margin:2em 0}"
+)
 
 def _fmt(v) -> str:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number)): return _html.escape(str(v))
@@ -333,7 +404,9 @@ def _fmt(v) -> str:
     return f'{v:.4g}'
 
 def _table(t: pd.DataFrame) -> str:
-    return t.to_html(index=not isinstance(t.index, pd.RangeIndex), border=0, float_format=lambda v: f'{v:.4g}', na_rep='')
+    return t.to_html(
+        index=not isinstance(t.index, pd.RangeIndex), border=0, float_format=lambda v: f'{v:.4g}', na_rep=''
+    )
 
 # %% ../nbs/04_eda.ipynb #65ff4f8f
 def html_report(figures: dict[str, go.Figure], # section name -> figure, in page order
@@ -343,12 +416,21 @@ def html_report(figures: dict[str, go.Figure], # section name -> figure, in page
                ) -> str:
     "One self-contained HTML page (plotly.js embedded once, no network) with metrics, tables and one section per figure."
     esc = _html.escape
-    parts = [f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{esc(title)}</title><style>{_CSS}</style></head><body>',
-             f'<h1>{esc(title)}</h1>']
-    if metrics: parts.append('<h2>Metrics</h2><table>' + ''.join(f'<tr><th>{esc(str(k))}</th><td>{_fmt(v)}</td></tr>' for k, v in metrics.items()) + '</table>')
+    parts = [
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{esc(title)}</title><style>{_CSS}</style></head><body>',
+        f'<h1>{esc(title)}</h1>',
+    ]
+    if metrics:
+        parts.append(
+            '<h2>Metrics</h2><table>'
+            + ''.join(f'<tr><th>{esc(str(k))}</th><td>{_fmt(v)}</td></tr>' for k, v in metrics.items())
+            + '</table>'
+        )
     for name, t in (tables or {}).items(): parts.append(f'<h2>{esc(str(name))}</h2>' + _table(t))
     for i, (name, fig) in enumerate(figures.items()):
-        div = fig.to_html(include_plotlyjs=(i == 0), full_html=False, div_id=f'figure-{i}', config={'displaylogo': False})
+        div = fig.to_html(
+            include_plotlyjs=(i == 0), full_html=False, div_id=f'figure-{i}', config={'displaylogo': False}
+        )
         parts.append(f'<section><h2>{esc(str(name))}</h2>{div}</section>')
     return '\n'.join(parts + ['</body></html>'])
 

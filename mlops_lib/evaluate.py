@@ -20,7 +20,8 @@ __all__ = ['SCORING', 'classification_metrics', 'regression_metrics', 'score_mod
 
 # %% ../nbs/06_evaluate.ipynb #d6b5614c
 def _check_task(task: str) -> str:
-    if task not in ('classification', 'regression'): raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+    if task not in ('classification', 'regression'):
+        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
     return task
 
 def _check_proba(y: np.ndarray, proba: np.ndarray, classes: np.ndarray):
@@ -104,7 +105,8 @@ _POS_LABEL = dict(pr_auc=(skm.average_precision_score, ('decision_function', 'pr
 # %% ../nbs/06_evaluate.ipynb #cf4d59bd
 def _check_metric(metric: str, task: str):
     allowed = CLASSIFICATION_METRICS if _check_task(task) == 'classification' else REGRESSION_METRICS
-    if metric not in allowed: raise ValueError(f"metric must be one of {', '.join(allowed)} for a {task} task, got {metric!r}")
+    if metric not in allowed:
+        raise ValueError(f"metric must be one of {', '.join(allowed)} for a {task} task, got {metric!r}")
 
 def sklearn_scoring(metric: str,         # one of our metric names, e.g. 'roc_auc'
                     task: str,           # 'classification' or 'regression'
@@ -114,9 +116,15 @@ def sklearn_scoring(metric: str,         # one of our metric names, e.g. 'roc_au
     "The scikit-learn `scoring` (string or scorer) for `metric`; greater is always better."
     _check_metric(metric, task)
     if task == 'classification' and n_classes > 2:
-        if metric == 'pr_auc': return skm.make_scorer(skm.average_precision_score, response_method='predict_proba', average='macro')
+        if metric == 'pr_auc':
+            return skm.make_scorer(skm.average_precision_score, response_method='predict_proba', average='macro')
         return _MULTICLASS.get(metric, SCORING[metric])
-    if task == 'classification' and metric in _POS_LABEL and pos_label is not None and not (isinstance(pos_label, (int, np.integer)) and pos_label == 1):
+    if (
+        task == 'classification'
+        and metric in _POS_LABEL
+        and pos_label is not None
+        and not (isinstance(pos_label, (int, np.integer)) and pos_label == 1)
+    ):
         func, response, greater = _POS_LABEL[metric]
         return skm.make_scorer(func, response_method=response, greater_is_better=greater, pos_label=pos_label)
     return SCORING[metric]
@@ -146,7 +154,9 @@ def permutation_importance_frame(model,            # fitted estimator or Pipelin
                               classes[1] if classes is not None and len(classes) == 2 else None)
     Xs, ys = _sample_rows(X, y, max_rows, seed)
     r = permutation_importance(model, Xs, ys, scoring=scoring, n_repeats=n_repeats, n_jobs=n_jobs, random_state=seed)
-    imp = pd.DataFrame({'feature': list(X.columns), 'importance_mean': r.importances_mean, 'importance_std': r.importances_std})
+    imp = pd.DataFrame(
+        {'feature': list(X.columns), 'importance_mean': r.importances_mean, 'importance_std': r.importances_std}
+    )
     return imp.sort_values('importance_mean', ascending=False, kind='stable', ignore_index=True)
 
 # %% ../nbs/06_evaluate.ipynb #508f0305
@@ -172,29 +182,43 @@ def _diagonal(fig: go.Figure, name: str='chance') -> go.Figure:
 # %% ../nbs/06_evaluate.ipynb #74d79dd8
 def _roc_figure(y, proba, classes, scores) -> go.Figure:
     fig = _diagonal(go.Figure())
-    if np.isnan(scores['roc_auc']): return fig.update_layout(title='ROC curve (undefined: the test set has a single class)')
+    if np.isnan(scores['roc_auc']):
+        return fig.update_layout(title='ROC curve (undefined: the test set has a single class)')
     for name, t, s in _ovr(y, proba, classes):
         if 0 < t.sum() < len(t):
             fpr, tpr, _ = skm.roc_curve(t, s)
             fig.add_trace(go.Scatter(x=fpr, y=tpr, mode='lines', name=f'{name} (AUC {skm.roc_auc_score(t, s):.3f})'))
     kind = '' if len(classes) == 2 else ', one-vs-rest weighted'
-    return fig.update_layout(title=f"ROC curve (AUC = {scores['roc_auc']:.3f}{kind})", xaxis_title='false positive rate', yaxis_title='true positive rate')
+    return fig.update_layout(
+        title=f"ROC curve (AUC = {scores['roc_auc']:.3f}{kind})",
+        xaxis_title='false positive rate',
+        yaxis_title='true positive rate',
+    )
 
 # %% ../nbs/06_evaluate.ipynb #73380d61
 def _pr_figure(y, proba, classes, scores) -> go.Figure:
     fig = go.Figure()
-    if np.isnan(scores['pr_auc']): return fig.update_layout(title='Precision-recall curve (undefined: the test set has a single class)')
+    if np.isnan(scores['pr_auc']):
+        return fig.update_layout(title='Precision-recall curve (undefined: the test set has a single class)')
     for name, t, s in _ovr(y, proba, classes):
         if 0 < t.sum() < len(t):
             prec, rec, _ = skm.precision_recall_curve(t, s)
-            fig.add_trace(go.Scatter(x=rec, y=prec, mode='lines', name=f'{name} (AP {skm.average_precision_score(t, s):.3f})'))
-    return fig.update_layout(title=f"Precision-recall curve (average precision = {scores['pr_auc']:.3f})", xaxis_title='recall', yaxis_title='precision')
+            fig.add_trace(
+                go.Scatter(x=rec, y=prec, mode='lines', name=f'{name} (AP {skm.average_precision_score(t, s):.3f})')
+            )
+    return fig.update_layout(
+        title=f"Precision-recall curve (average precision = {scores['pr_auc']:.3f})",
+        xaxis_title='recall',
+        yaxis_title='precision',
+    )
 
 # %% ../nbs/06_evaluate.ipynb #21b9a123
 def _confusion_figure(y, proba, classes) -> go.Figure:
     cm = skm.confusion_matrix(y, classes[proba.argmax(axis=1)], labels=classes)
     names = [str(c) for c in classes]
-    fig = go.Figure(go.Heatmap(z=cm, x=names, y=names, text=cm, texttemplate='%{text}', colorscale='Blues', showscale=False))
+    fig = go.Figure(
+        go.Heatmap(z=cm, x=names, y=names, text=cm, texttemplate='%{text}', colorscale='Blues', showscale=False)
+    )
     return fig.update_layout(title='Confusion matrix (counts)', xaxis_title='predicted', yaxis_title='actual',
                              xaxis_type='category', yaxis=dict(type='category', autorange='reversed'))
 
@@ -205,20 +229,27 @@ def _calibration_figure(y, proba, classes, n_bins: int=10) -> go.Figure:
         frac, mean = calibration_curve(t, s, n_bins=n_bins, strategy='quantile', pos_label=1)
         fig.add_trace(go.Scatter(x=mean, y=frac, mode='lines+markers', name=name))
     kind = '' if len(classes) == 2 else ', one-vs-rest'
-    return fig.update_layout(title=f'Calibration ({n_bins} quantile bins{kind})', xaxis_title='mean predicted probability',
-                             yaxis_title='observed frequency')
+    return fig.update_layout(
+        title=f'Calibration ({n_bins} quantile bins{kind})',
+        xaxis_title='mean predicted probability',
+        yaxis_title='observed frequency',
+    )
 
 # %% ../nbs/06_evaluate.ipynb #cc2c89fa
 def _pred_vs_actual(y, pred, idx) -> go.Figure:
     lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
     fig = go.Figure(go.Scatter(x=y[idx], y=pred[idx], mode='markers', name='rows', marker=dict(size=4, opacity=0.5)))
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode='lines', name='y = x', line=dict(dash='dash', color='grey')))
-    return fig.update_layout(title=f'Predicted vs actual ({len(idx)} of {len(y)} rows)', xaxis_title='actual', yaxis_title='predicted')
+    return fig.update_layout(
+        title=f'Predicted vs actual ({len(idx)} of {len(y)} rows)', xaxis_title='actual', yaxis_title='predicted'
+    )
 
 def _residuals(y, pred, idx) -> go.Figure:
     res = y - pred
     fig = make_subplots(rows=1, cols=2, column_widths=[0.7, 0.3], subplot_titles=('residual vs predicted', 'residuals'))
-    fig.add_trace(go.Scatter(x=pred[idx], y=res[idx], mode='markers', name='rows', marker=dict(size=4, opacity=0.5)), row=1, col=1)
+    fig.add_trace(
+        go.Scatter(x=pred[idx], y=res[idx], mode='markers', name='rows', marker=dict(size=4, opacity=0.5)), row=1, col=1
+    )
     fig.add_hline(y=0, line_dash='dash', line_color='grey', row=1, col=1)
     fig.add_trace(go.Histogram(x=res, name='residuals', nbinsx=40), row=1, col=2)
     return fig.update_layout(title='Residuals (actual - predicted)', showlegend=False)
@@ -235,9 +266,17 @@ def evaluation_figures(model,            # fitted estimator or Pipeline
     y = np.asarray(y)
     if _check_task(task) == 'regression':
         y, pred = y.astype(float), np.asarray(model.predict(X), dtype=float)
-        idx = np.arange(len(y)) if len(y) <= max_points else np.sort(np.random.default_rng(seed).choice(len(y), max_points, replace=False))
+        idx = (
+            np.arange(len(y))
+            if len(y) <= max_points
+            else np.sort(np.random.default_rng(seed).choice(len(y), max_points, replace=False))
+        )
         return {'pred_vs_actual': _pred_vs_actual(y, pred, idx), 'residuals': _residuals(y, pred, idx)}
     proba, classes = np.asarray(model.predict_proba(X), dtype=float), np.asarray(model.classes_)
     scores = classification_metrics(y, proba, classes)
-    return {'roc_curve': _roc_figure(y, proba, classes, scores), 'pr_curve': _pr_figure(y, proba, classes, scores),
-            'confusion_matrix': _confusion_figure(y, proba, classes), 'calibration': _calibration_figure(y, proba, classes)}
+    return {
+        'roc_curve': _roc_figure(y, proba, classes, scores),
+        'pr_curve': _pr_figure(y, proba, classes, scores),
+        'confusion_matrix': _confusion_figure(y, proba, classes),
+        'calibration': _calibration_figure(y, proba, classes),
+    }

@@ -18,15 +18,23 @@ def _links(res: dict) -> str:
     "The markdown artifact that links a Prefect flow run to its MLflow runs."
     runs = res.get('mlflow_runs', [])
     rows = '\n'.join(f"| {'pipeline' if i == 0 else 'child'} | `{r}` |" for i, r in enumerate(runs))
-    return (f"## MLflow runs of {res.get('model')}\n\nTracking URI: `{res.get('tracking_uri')}`; pipeline run `{res.get('run_name')}`\n\n"
-            f"| run | MLflow run id |\n|---|---|\n{rows}\n\nBatches scored and monitored: {len(res.get('batches', []))}; drift: {res.get('drift')}\n")
+    return (
+        f"## MLflow runs of {res.get('model')}\n\nTracking URI: `{res.get('tracking_uri')}`; pipeline run `{res.get('run_name')}`\n\n"
+        f"| run | MLflow run id |\n|---|---|\n{rows}\n\nBatches scored and monitored: {len(res.get('batches', []))}; drift: {res.get('drift')}\n"
+    )
 
 @flow(name='mlops-schedule', log_prints=True)
 def mlops_schedule(params_file: str, monitor: str|None=None, tracking_uri: str|None=None) -> dict:
     "Incremental `mlops run`, then `mlops predict` and `mlops monitor --retrain` for each new batch."
     log = get_run_logger()
     fid = str(flow_run.id) if flow_run.id else ''
-    res = run_once(params_file, monitor, tracking_uri, tags={'prefect.flow_run_id': fid, 'prefect.flow_run_name': flow_run.name or ''}, echo=log.info)
+    res = run_once(
+        params_file,
+        monitor,
+        tracking_uri,
+        tags={'prefect.flow_run_id': fid, 'prefect.flow_run_name': flow_run.name or ''},
+        echo=log.info,
+    )
     if res is None: return {'skipped': True}
     create_markdown_artifact(key='mlflow-runs', markdown=_links(res), description=f"MLflow runs of flow run {fid}")
     return {k: v for k, v in res.items() if k != 'mlflow_runs'} | {'mlflow_run_id': (res['mlflow_runs'] or [''])[0]}
@@ -41,5 +49,9 @@ def serve(params_file: str|Path, # the project params
     "Serve a Prefect deployment of the flow on `cron` (blocks; Ctrl-C stops it). Needs PREFECT_API_URL or a Prefect profile."
     from mlops_lib.config import load_params
     P = load_params(params_file)
-    mlops_schedule.serve(name=name or f'{P.name}-schedule', cron=cron, parameters=dict(params_file=str(Path(params_file).resolve()), monitor=monitor, tracking_uri=tracking_uri),
-                         description=f"mlops_lib: scheduled pipeline, scoring and monitoring of {P.name}")
+    mlops_schedule.serve(
+        name=name or f'{P.name}-schedule',
+        cron=cron,
+        parameters=dict(params_file=str(Path(params_file).resolve()), monitor=monitor, tracking_uri=tracking_uri),
+        description=f"mlops_lib: scheduled pipeline, scoring and monitoring of {P.name}",
+    )

@@ -11,7 +11,17 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Param
 from . import __version__
-from .config import Params, UsageError, UserError, atomic_path, load_params, outputs_dir, project_root, sigterm_as_interrupt, tracking_uri
+from mlops_lib.config import (
+    Params,
+    UsageError,
+    UserError,
+    atomic_path,
+    load_params,
+    outputs_dir,
+    project_root,
+    sigterm_as_interrupt,
+    tracking_uri,
+)
 from .tracking import setup_tracking
 
 # %% auto #0
@@ -21,7 +31,14 @@ __all__ = ['STEPS', 'DEFAULT_STEPS', 'WARM_MODULES', 'RESET_CODE', 'parse_steps'
            'check_spaces', 'RunFolderError', 'make_run_dir', 'run_pipeline']
 
 # %% ../nbs/09_pipeline.ipynb #879cd01a
-STEPS = {'ingest': '10_ingest', 'eda': '20_eda', 'tune': '30_tune', 'train': '40_train', 'predict': '50_predict', 'monitor': '60_monitor'}
+STEPS = {
+    'ingest': '10_ingest',
+    'eda': '20_eda',
+    'tune': '30_tune',
+    'train': '40_train',
+    'predict': '50_predict',
+    'monitor': '60_monitor',
+}
 DEFAULT_STEPS = ['ingest', 'eda', 'tune', 'train']
 
 def parse_steps(spec: str|list|None) -> list[str]:
@@ -50,13 +67,17 @@ class StepContext:
     def need(self, name: str, step: str) -> Path:
         "A file an earlier step wrote; a clear error when it is missing."
         p = self.path(name)
-        if not p.exists(): raise FileNotFoundError(f"{p} not found: run the '{step}' step first (mlops run --steps {step},... --resume {self.run_dir.name})")
+        if not p.exists():
+            raise FileNotFoundError(
+                f"{p} not found: run the '{step}' step first (mlops run --steps {step},... --resume {self.run_dir.name})"
+            )
         return p
 
     def finish(self, **key_metrics) -> dict:
         "Record the step's key figures for the run summary and close the step's run."
         out = {'step': self.step, 'run_id': self.run_id, **key_metrics}
-        with atomic_path(self.path(f'steps/{self.step}.json')) as tmp: tmp.write_text(json.dumps(out, default=str, indent=1))
+        with atomic_path(self.path(f'steps/{self.step}.json')) as tmp:
+            tmp.write_text(json.dumps(out, default=str, indent=1))
         mlflow.end_run()
         return out
 
@@ -69,14 +90,18 @@ def _proc_stat(pid: int) -> list[str]:
 def process_tags() -> dict:
     "Tags recording which process runs an MLflow run (host, pid, the pid's start tick), so a later command can tell it is gone."
     st = _proc_stat(os.getpid())
-    return {'mlops.host': socket.gethostname(), 'mlops.pid': str(os.getpid()), 'mlops.pid_start': st[19] if len(st) > 19 else ''}
+    return {
+        'mlops.host': socket.gethostname(),
+        'mlops.pid': str(os.getpid()),
+        'mlops.pid_start': st[19] if len(st) > 19 else '',
+    }
 
 def process_gone(tags: dict) -> bool:
     "True when the run's process (from `process_tags`) was on this host and no longer runs (exited, a zombie, or its pid reused)."
     if tags.get('mlops.host') != socket.gethostname() or not str(tags.get('mlops.pid', '')).isdigit(): return False
     pid = int(tags['mlops.pid'])
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return True
+    try:os.kill(pid, 0)
+    except ProcessLookupError:return True
     except PermissionError: pass
     st = _proc_stat(pid)
     if not st: return False  # no /proc: alive as far as we can tell
@@ -85,8 +110,14 @@ def process_gone(tags: dict) -> bool:
 # %% ../nbs/09_pipeline.ipynb #6101d6be
 def mark_stale_runs(client: MlflowClient, experiment_ids: list[str], by: str='mlops') -> list[str]:
     "Mark RUNNING runs whose process is gone (and their RUNNING descendants) KILLED with a tag saying why; return their ids."
-    running = {r.info.run_id: r for r in client.search_runs(experiment_ids, "attributes.status = 'RUNNING'", max_results=5000)}
-    why = {rid: f"process {r.data.tags['mlops.pid']} on {r.data.tags['mlops.host']} is gone" for rid, r in running.items() if process_gone(r.data.tags)}
+    running = {
+        r.info.run_id: r for r in client.search_runs(experiment_ids, "attributes.status = 'RUNNING'", max_results=5000)
+    }
+    why = {
+        rid: f"process {r.data.tags['mlops.pid']} on {r.data.tags['mlops.host']} is gone"
+        for rid, r in running.items()
+        if process_gone(r.data.tags)
+    }
     grew = True
     while grew:  # children (the kernel's nested runs) of a stale run are stale too
         new = {rid: f"its parent run {r.data.tags['mlflow.parentRunId']} was killed" for rid, r in running.items()
@@ -113,7 +144,11 @@ def start_step(step: str, # the step name
     rd = Path(run_dir) if run_dir else outputs_dir()/'runs'/f'interactive-{params.name}'
     (rd/'steps').mkdir(parents=True, exist_ok=True)
     while mlflow.active_run(): mlflow.end_run()
-    run = mlflow.start_run(run_id=step_run_id) if step_run_id else mlflow.start_run(run_name=step, parent_run_id=parent_run_id, tags={'mlops.step': step, **process_tags()})
+    run = (
+        mlflow.start_run(run_id=step_run_id)
+        if step_run_id
+        else mlflow.start_run(run_name=step, parent_run_id=parent_run_id, tags={'mlops.step': step, **process_tags()})
+    )
     return StepContext(step, params, Path(params_file), rd, run.info.run_id, uri)
 
 # %% ../nbs/09_pipeline.ipynb #9392efbc
@@ -127,8 +162,12 @@ def kernel_name() -> str:
 
 def git_commit() -> str:
     "The project checkout's commit, or '' outside git."
-    try: return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=project_root(), capture_output=True, text=True, timeout=5).stdout.strip()
-    except Exception: return ''
+    try:
+        return subprocess.run(
+            ['git', 'rev-parse', 'HEAD'], cwd=project_root(), capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except Exception:
+        return ''
 
 def _flat(d: dict, prefix: str='') -> dict:
     out = {}
@@ -162,7 +201,9 @@ class RunResult:
         rows = [(s['step'], f"{s['seconds']:.1f}", s.get('key', ''), s.get('decision', '')) for s in self.steps]
         df = pd.DataFrame(rows, columns=['step', 'seconds', 'key metric', 'champion decision'], dtype=str)
         left = {c: f'{{:<{df[c].str.len().max()}}}'.format for c in df.columns} if len(df) else None
-        return '\n'.join(line.rstrip() for line in df.to_string(index=False, justify='left', formatters=left).splitlines())
+        return '\n'.join(
+            line.rstrip() for line in df.to_string(index=False, justify='left', formatters=left).splitlines()
+        )
 
 # %% ../nbs/09_pipeline.ipynb #cba0e9b1
 def _key(rec: dict) -> tuple[str, str]:
@@ -173,17 +214,39 @@ def _key(rec: dict) -> tuple[str, str]:
     return shown, str(rec.get('decision', ''))
 
 # %% ../nbs/09_pipeline.ipynb #19feefce
-WARM_MODULES = ('numpy', 'pandas', 'scipy', 'sklearn', 'mlflow', 'pandera', 'plotly.graph_objects', 'plotly.express', 'tqdm.auto',
-                'mlops_lib.config', 'mlops_lib.data', 'mlops_lib.schema', 'mlops_lib.eda', 'mlops_lib.models', 'mlops_lib.evaluate',
-                'mlops_lib.tracking', 'mlops_lib.pipeline')
+WARM_MODULES = (
+    'numpy',
+    'pandas',
+    'scipy',
+    'sklearn',
+    'mlflow',
+    'pandera',
+    'plotly.graph_objects',
+    'plotly.express',
+    'tqdm.auto',
+    'mlops_lib.config',
+    'mlops_lib.data',
+    'mlops_lib.schema',
+    'mlops_lib.eda',
+    'mlops_lib.models',
+    'mlops_lib.evaluate',
+    'mlops_lib.tracking',
+    'mlops_lib.pipeline',
+)
 
 def warm_code(uri: str|None=None, # tracking URI whose store to open ahead (None: none)
               modules: tuple=WARM_MODULES, # modules to import
              ) -> str:
     "Kernel code that imports `modules` (and opens the tracking store) leaving no name in the user namespace."
-    store = f"    import mlflow\n    mlflow.set_tracking_uri({uri!r}); mlflow.MlflowClient().search_experiments(max_results=1)\n" if uri else ''
-    return (f"def _mlops_warm():\n    import importlib\n    for m in {tuple(modules)!r}: importlib.import_module(m)\n{store}"
-            "_mlops_warm(); del _mlops_warm")
+    store = (
+        f"    import mlflow\n    mlflow.set_tracking_uri({uri!r}); mlflow.MlflowClient().search_experiments(max_results=1)\n"
+        if uri
+        else ''
+    )
+    return (
+        f"def _mlops_warm():\n    import importlib\n    for m in {tuple(modules)!r}: importlib.import_module(m)\n{store}"
+        "_mlops_warm(); del _mlops_warm"
+    )
 
 def _tracking_km(**kw):
     """A kernel manager that remembers the clients it made, so that they can be closed after each step.
@@ -216,16 +279,23 @@ class StepKernel:
         try:
             self.km.start_kernel(cwd=cwd or str(project_root()), extra_arguments=['--IPKernelApp.log_level=CRITICAL'])
             self.run(warm_code(uri))
-        except Exception as ex: self.error = ex
+        except Exception as ex:
+            self.error = ex
 
     def run(self, code: str, timeout: float=600) -> None:
         "Run `code` silently (no execution count, no history); raise RuntimeError when it fails."
         kc = self.km.client(); kc.start_channels()
         try:
             kc.wait_for_ready(timeout=60)
-            reply = kc.execute_interactive(code, silent=True, store_history=False, timeout=timeout, output_hook=lambda msg: None)
-            if reply['content']['status'] != 'ok': raise RuntimeError(f"kernel code failed: {reply['content'].get('ename')}: {reply['content'].get('evalue')}")
-        finally: kc.stop_channels()
+            reply = kc.execute_interactive(
+                code, silent=True, store_history=False, timeout=timeout, output_hook=lambda msg: None
+            )
+            if reply['content']['status'] != 'ok':
+                raise RuntimeError(
+                    f"kernel code failed: {reply['content'].get('ename')}: {reply['content'].get('evalue')}"
+                )
+        finally:
+            kc.stop_channels()
 
     def fresh(self):
         "Wait for the start-up, reset the namespace; the kernel manager to hand to papermill."
@@ -248,9 +318,9 @@ class StepKernel:
         proc = getattr(getattr(self.km, 'provisioner', None), 'process', None)
         if proc is not None and proc.poll() is None:
             proc.kill()
-            try: proc.wait(10)
+            try:proc.wait(10)
             except Exception: pass
-        try: os.remove(self.km.connection_file)
+        try:os.remove(self.km.connection_file)
         except OSError: pass
 
 def _env_key(cwd: str|None, name: str|None) -> tuple:
@@ -327,14 +397,19 @@ def check_spaces(params: Params, params_file: str|Path) -> None:
     from importlib.metadata import version
     memo = outputs_dir()/'cache'/'spaces.json'
     spaces = {f: fp.space for f, fp in params.models.families.items()}
-    key = hashlib.sha256(json.dumps([version('scikit-learn'), __version__, params.task, spaces], sort_keys=True, default=str).encode()).hexdigest()
-    try: passed = set(json.loads(memo.read_text()))
-    except (OSError, ValueError): passed = set()
+    key = hashlib.sha256(
+        json.dumps([version('scikit-learn'), __version__, params.task, spaces], sort_keys=True, default=str).encode()
+    ).hexdigest()
+    try:
+        passed = set(json.loads(memo.read_text()))
+    except (OSError, ValueError):
+        passed = set()
     if key in passed: return
     from mlops_lib.models import SpaceError, check_space, default_space
     try:
         for fam, space in spaces.items(): check_space(fam, params.task, space or default_space(fam, params.task))
-    except SpaceError as ex: raise SpaceError(f"{params_file}: {ex}") from None
+    except SpaceError as ex:
+        raise SpaceError(f"{params_file}: {ex}") from None
     with atomic_path(memo) as tmp: tmp.write_text(json.dumps(sorted(passed | {key})))
 
 # %% ../nbs/09_pipeline.ipynb #af2f525f
@@ -357,6 +432,67 @@ def make_run_dir(runs: Path, # the runs folder (outputs/runs)
             if name: raise RunFolderError(f"--run-name {name}: the run folder {runs/name} exists already; pick another name or continue it with --resume {name}") from None
 
 # %% ../nbs/09_pipeline.ipynb #69cdd554
+def _open_parent_run(client, exp_id: str, run_name: str, run_dir: Path, params, params_file: Path, steps: list[str],
+                     resume: str|None) -> str:
+    "Create the pipeline's parent run: its tags, the flattened params and the params file; return its id."
+    tags = {'mlops.kind': 'pipeline', 'mlops.version': __version__, 'mlops.git_commit': git_commit(),
+            'mlops.params_file': str(params_file), 'mlops.steps': ','.join(steps), 'mlops.run_dir': str(run_dir),
+            **process_tags(), **({'mlops.resumed_from': resume} if resume else {})}
+    pid = client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+    flat = [Param(k, v[:6000]) for k, v in _flat(params.model_dump()).items()]
+    for i in range(0, len(flat), 100):
+        client.log_batch(pid, params=flat[i:i + 100])
+    client.log_artifact(pid, str(params_file), 'params')
+    return pid
+
+def _execute_logged(client, step: str, child: str, pid: str, run_dir: Path, params_file: Path, uri: str,
+                    progress: bool, echo) -> float:
+    "Run one step's notebook into the run folder and log it to the step's run; return its seconds."
+    nb = STEPS[step]
+    out_nb = run_dir/f'{nb}.ipynb'
+    echo(f"[{step}] running {nb} -> {_rel(out_nb)}")
+    import papermill as pm   # only when a step runs: a run that reuses every step never imports papermill
+    parameters = dict(params_file=str(params_file), run_dir=str(run_dir), parent_run_id=pid, step_run_id=child, tracking_uri=uri)
+    t0 = time.perf_counter()
+    try:
+        execute_step(project_root()/'nbs'/'pipeline'/f'{nb}.ipynb', out_nb, progress=progress, uri=uri, parameters=parameters)
+    except pm.PapermillExecutionError as ex:
+        if out_nb.exists():
+            client.log_artifact(child, str(out_nb), 'notebook')
+        for r in (child, pid):
+            client.set_terminated(r, 'FAILED')
+        raise StepFailed(f"step {nb} failed: {_error_line(ex)} — see {_rel(out_nb)}") from None
+    secs = time.perf_counter() - t0
+    client.log_artifact(child, str(out_nb), 'notebook')
+    if client.get_run(child).info.status == 'RUNNING':
+        client.set_terminated(child, 'FINISHED')
+    return secs
+
+def _step_row(run_dir: Path, step: str, secs: float, child: str) -> dict:
+    "The summary row of a step that ran: its step record (`steps/<step>.json`), seconds, key metric and decision."
+    path = run_dir/'steps'/f'{step}.json'
+    rec = json.loads(path.read_text()) if path.exists() else {}
+    key, decision = _key(rec)
+    return {**rec, 'step': STEPS[step], 'seconds': round(secs, 2), 'key': key, 'decision': decision, 'run_id': child}
+
+def _close_parent_run(client, result: RunResult, params_file: Path, uri: str):
+    "Write and log `summary.json`, log each step's seconds and finish the parent run."
+    summary = dict(run_name=result.run_name, parent_run_id=result.parent_run_id, params_file=str(params_file),
+                   tracking_uri=uri, steps=result.steps)
+    with atomic_path(result.run_dir/'summary.json') as tmp:
+        tmp.write_text(json.dumps(summary, indent=1, default=str))
+    client.log_artifact(result.parent_run_id, str(result.run_dir/'summary.json'))
+    now = int(time.time() * 1000)
+    seconds = [mlflow.entities.Metric(f"seconds_{s['step']}", s['seconds'], now, 0) for s in result.steps]
+    client.log_batch(result.parent_run_id, metrics=seconds)
+    client.set_terminated(result.parent_run_id, 'FINISHED')
+
+def _end_runs(client, runs, status: str):
+    "Terminate the runs that are still open (None is skipped) with `status`."
+    for r in runs:
+        if r:
+            client.set_terminated(r, status)
+
 def run_pipeline(params_file: str|Path, # the params YAML
                  steps: str|list|None=None, # which steps (default: ingest, eda, tune, train)
                  run_name: str|None=None, # name of the run and its folder under outputs/runs
@@ -368,6 +504,7 @@ def run_pipeline(params_file: str|Path, # the params YAML
                 ) -> RunResult:
     "Run the step notebooks with papermill under one MLflow parent run; raise `StepFailed` on a failed step."
     import logging
+    from mlops_lib.cache import Plan
     logging.getLogger('mlflow').setLevel(logging.WARNING)
     params_file = Path(params_file).resolve() if Path(params_file).exists() else project_root()/params_file
     params = load_params(params_file)
@@ -379,53 +516,27 @@ def run_pipeline(params_file: str|Path, # the params YAML
     (run_dir/'steps').mkdir(parents=True, exist_ok=True)
     client = MlflowClient()
     mark_stale_runs(client, [exp_id], 'mlops run')
-    parent = client.create_run(exp_id, run_name=run_name, tags={'mlops.kind': 'pipeline', 'mlops.version': __version__, 'mlops.git_commit': git_commit(),
-                                                               'mlops.params_file': str(params_file), 'mlops.steps': ','.join(steps), 'mlops.run_dir': str(run_dir), **process_tags(), **({'mlops.resumed_from': resume} if resume else {})})
-    pid = parent.info.run_id
-    flat = [Param(k, v[:6000]) for k, v in _flat(params.model_dump()).items()]
-    for i in range(0, len(flat), 100): client.log_batch(pid, params=flat[i:i + 100])
-    client.log_artifact(pid, str(params_file), 'params')
+    pid = _open_parent_run(client, exp_id, run_name, run_dir, params, params_file, steps, resume)
     result, child = RunResult(run_name, run_dir, pid), None
-    from mlops_lib.cache import Plan
     plan = Plan(params, run_dir, uri, force=force, echo=echo)  # incremental runs: unchanged steps are linked, not rerun
     try:
         with sigterm_as_interrupt():  # a process manager's SIGTERM marks the runs KILLED like Ctrl-C
             for step in steps:
-                nb = STEPS[step]
-                out_nb = run_dir/f'{nb}.ipynb'
-                child = client.create_run(exp_id, run_name=step, tags={'mlflow.parentRunId': pid, 'mlops.step': step, **process_tags()}).info.run_id
-                if (row := plan.reuse(step, client, child, pid)): result.steps.append(row); child = None; continue
-                echo(f"[{step}] running {nb} -> {_rel(out_nb)}")
-                import papermill as pm   # only when a step runs: a run that reuses every step never imports papermill
-                t0 = time.perf_counter()
-                try:
-                    execute_step(project_root()/'nbs'/'pipeline'/f'{nb}.ipynb', out_nb, progress=progress, uri=uri,  # a warm kernel, reset per step
-                                 parameters=dict(params_file=str(params_file), run_dir=str(run_dir), parent_run_id=pid, step_run_id=child, tracking_uri=uri))
-                except pm.PapermillExecutionError as ex:
-                    if out_nb.exists(): client.log_artifact(child, str(out_nb), 'notebook')
-                    for r in (child, pid): client.set_terminated(r, 'FAILED')
-                    child = None
-                    raise StepFailed(f"step {nb} failed: {_error_line(ex)} — see {_rel(out_nb)}") from None
-                secs = time.perf_counter() - t0
-                client.log_artifact(child, str(out_nb), 'notebook')
-                if client.get_run(child).info.status == 'RUNNING': client.set_terminated(child, 'FINISHED')
-                if (rec := plan.record(step, child)): client.set_tag(child, 'mlops.cache_key', rec['key'])
-                rec = json.loads((run_dir/'steps'/f'{step}.json').read_text()) if (run_dir/'steps'/f'{step}.json').exists() else {}
-                key, decision = _key(rec)
-                result.steps.append({**rec, 'step': nb, 'seconds': round(secs, 2), 'key': key, 'decision': decision, 'run_id': child})
+                tags = {'mlflow.parentRunId': pid, 'mlops.step': step, **process_tags()}
+                child = client.create_run(exp_id, run_name=step, tags=tags).info.run_id
+                reused = plan.reuse(step, client, child, pid)
+                if not reused:
+                    secs = _execute_logged(client, step, child, pid, run_dir, params_file, uri, progress, echo)
+                    if (rec := plan.record(step, child)):
+                        client.set_tag(child, 'mlops.cache_key', rec['key'])
+                result.steps.append(reused or _step_row(run_dir, step, secs, child))
                 child = None
-            summary = dict(run_name=run_name, parent_run_id=pid, params_file=str(params_file), tracking_uri=uri, steps=result.steps)
-            with atomic_path(run_dir/'summary.json') as tmp: tmp.write_text(json.dumps(summary, indent=1, default=str))
-            client.log_artifact(pid, str(run_dir/'summary.json'))
-            client.log_batch(pid, metrics=[mlflow.entities.Metric(f"seconds_{s['step']}", s['seconds'], int(time.time() * 1000), 0) for s in result.steps])
-            client.set_terminated(pid, 'FINISHED')
+            _close_parent_run(client, result, params_file, uri)
             return result
     except KeyboardInterrupt:
-        for r in (child, pid):
-            if r: client.set_terminated(r, 'KILLED')
+        _end_runs(client, (child, pid), 'KILLED')
         raise
-    except StepFailed: raise
+    except StepFailed: raise   # its runs are already marked FAILED, with the notebook logged
     except BaseException:
-        for r in (child, pid):
-            if r: client.set_terminated(r, 'FAILED')
+        _end_runs(client, (child, pid), 'FAILED')
         raise

@@ -30,7 +30,9 @@ def table_format(path: str|Path, what: str='input') -> str:
     s = Path(path).suffix.lower()
     if s == '.csv' or (s == '.txt' and what == 'input'): return 'csv'
     if s in ('.parquet', '.pq'): return 'parquet'
-    raise (DataError if what == 'input' else UsageError)(f"{path}: expected a .csv or .parquet file for the {what}, got suffix {s!r}")
+    raise (DataError if what == 'input' else UsageError)(
+        f"{path}: expected a .csv or .parquet file for the {what}, got suffix {s!r}"
+    )
 
 # %% ../nbs/11_predict.ipynb #bc28898e
 def batch_columns(path: str|Path) -> list[str]:
@@ -42,7 +44,9 @@ def batch_columns(path: str|Path) -> list[str]:
         if table_format(p) == 'parquet': return check_names(list(pq.ParquetFile(p).schema_arrow.names), path)
         return csv_header(p)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, pa.ArrowException, UnicodeDecodeError, OSError) as ex:
-        raise DataError(f"{path}: not a readable {table_format(p).upper()} file: {str(ex).strip().splitlines()[0]}") from None
+        raise DataError(
+            f"{path}: not a readable {table_format(p).upper()} file: {str(ex).strip().splitlines()[0]}"
+        ) from None
 
 # %% ../nbs/11_predict.ipynb #c24154e7
 def progress_total(path: str|Path) -> tuple[int, str]:
@@ -66,7 +70,9 @@ def iter_chunks(path: str|Path, # a CSV or Parquet batch
         with open_csv(p) as fh:
             for df in pd.read_csv(fh, chunksize=chunk_size): yield df, fh.tell()
     except (pd.errors.ParserError, UnicodeDecodeError, pa.ArrowException, OSError) as ex:
-        raise DataError(f"{path}: not a readable {table_format(p).upper()} file: {str(ex).strip().splitlines()[0]}") from None
+        raise DataError(
+            f"{path}: not a readable {table_format(p).upper()} file: {str(ex).strip().splitlines()[0]}"
+        ) from None
 
 # %% ../nbs/11_predict.ipynb #3c10c05f
 def _first_schema(t: pa.Table) -> pa.Schema:
@@ -86,15 +92,29 @@ def _conform(t: pa.Table, schema: pa.Schema) -> pa.Table:
 # %% ../nbs/11_predict.ipynb #827b89ff
 def _csv_table(df: pd.DataFrame) -> pa.Table|None:
     "`df` as an Arrow table when Arrow writes all its columns as pandas would read them back, else None."
-    if any(pd.api.types.is_datetime64_any_dtype(t) or pd.api.types.is_timedelta64_dtype(t) or isinstance(t, pd.PeriodDtype) for t in df.dtypes): return None
-    try: t = pa.Table.from_pandas(df, preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError): return None
-    simple = lambda ty: pa.types.is_integer(ty) or pa.types.is_floating(ty) or pa.types.is_boolean(ty) or pa.types.is_string(ty) or pa.types.is_large_string(ty) or pa.types.is_null(ty)
+    if any(
+        pd.api.types.is_datetime64_any_dtype(t) or pd.api.types.is_timedelta64_dtype(t) or isinstance(t, pd.PeriodDtype)
+        for t in df.dtypes
+    ):
+        return None
+    try:
+        t = pa.Table.from_pandas(df, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    simple = (
+        lambda ty: pa.types.is_integer(ty)
+        or pa.types.is_floating(ty)
+        or pa.types.is_boolean(ty)
+        or pa.types.is_string(ty)
+        or pa.types.is_large_string(ty)
+        or pa.types.is_null(ty)
+    )
     return t if all(simple(f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in t.schema) else None
 
 class ChunkWriter:
     "Append DataFrame chunks to `tmp` as CSV or Parquet (the format of `final`)."
-    def __init__(self, tmp: Path, final: Path): self.tmp, self.fmt, self.rows, self._w = Path(tmp), table_format(final, 'output'), 0, None
+    def __init__(self, tmp: Path, final: Path):
+        self.tmp, self.fmt, self.rows, self._w = Path(tmp), table_format(final, 'output'), 0, None
 
     def write(self, df: pd.DataFrame, empty: bool=False):
         "Append `df` (an empty chunk is skipped unless `empty`: then it writes the header/schema only)."
@@ -103,13 +123,17 @@ class ChunkWriter:
             if self._w is None: self._w = open(self.tmp, 'wb')
             if self._w.tell() == 0: self._w.write(df.iloc[:0].to_csv(index=False, lineterminator='\n').encode())
             t = _csv_table(df) if len(df) else None
-            if t is not None: pa_csv.write_csv(t, self._w, pa_csv.WriteOptions(include_header=False, quoting_style='needed'))
-            elif len(df): self._w.write(df.to_csv(header=False, index=False, lineterminator='\n').encode())
+            if t is not None:
+                pa_csv.write_csv(t, self._w, pa_csv.WriteOptions(include_header=False, quoting_style='needed'))
+            elif len(df):
+                self._w.write(df.to_csv(header=False, index=False, lineterminator='\n').encode())
         else:
             t = pa.Table.from_pandas(df, preserve_index=False)
             if self._w is None:
                 s = _first_schema(t)
-                self._w = pq.ParquetWriter(self.tmp, s, use_dictionary=[f.name for f in s if not pa.types.is_floating(f.type)])
+                self._w = pq.ParquetWriter(
+                    self.tmp, s, use_dictionary=[f.name for f in s if not pa.types.is_floating(f.type)]
+                )
             self._w.write_table(_conform(t, self._w.schema))
         self.rows += len(df)
 
@@ -119,21 +143,33 @@ class ChunkWriter:
 # %% ../nbs/11_predict.ipynb #9a44f701
 def prediction_columns(lm: LoadedModel) -> list[str]:
     "The columns the model adds to each row."
-    return ['prediction'] if lm.schema.task == 'regression' else ['prediction', *[f'proba_{c}' for c in lm.classes], 'probability']
+    return (
+        ['prediction']
+        if lm.schema.task == 'regression'
+        else ['prediction', *[f'proba_{c}' for c in lm.classes], 'probability']
+    )
 
-def score_chunk(df: pd.DataFrame, # a chunk of the batch
-                lm: LoadedModel, # the model with its schema
-                source: str='batch', # the file name to put in messages
-                predict: bool=True, # False: only validate (the scored frame is empty)
-                on_unexpected: str='score', # 'score': rows breaking an expectation are scored and flagged; 'reject': they are rejected
-               ):
+
+def score_chunk(
+    df: pd.DataFrame,  # a chunk of the batch
+    lm: LoadedModel,  # the model with its schema
+    source: str = 'batch',  # the file name to put in messages
+    predict: bool = True,  # False: only validate (the scored frame is empty)
+    on_unexpected: str = 'score',  # 'score': rows breaking an expectation are scored and flagged; 'reject': they are rejected
+):
     "Validate and score a chunk; return (scored valid rows with `_flags`, `ValidationResult`)."
     r = validate_frame(df, lm.schema, source=source, on_unexpected=on_unexpected)
     X = r.valid[lm.schema.feature_names]
     if not predict: X = X.iloc[:0]
-    pred = predict_frame(lm.model, X, lm.schema.task) if len(X) else pd.DataFrame(columns=prediction_columns(lm), index=X.index)
-    out = df.loc[X.index].drop(columns=[c for c in [*pred.columns, '_flags'] if c in df.columns])
-    out[lm.schema.feature_names] = X
+    pred = (
+        predict_frame(lm.model, X, lm.schema.task)
+        if len(X)
+        else pd.DataFrame(columns=prediction_columns(lm), index=X.index)
+    )
+    # the batch's own columns in their order (features as validated), then the predictions and the flags
+    own = [c for c in df.columns if c not in (*pred.columns, '_flags')]
+    extra = [c for c in own if c not in X.columns]
+    out = pd.concat([X, df.loc[X.index, extra]], axis=1)[own] if extra else X[own]
     return pd.concat([out, pred, r.flags.loc[X.index].astype(str).rename('_flags')], axis=1), r
 
 # %% ../nbs/11_predict.ipynb #d3abb234
@@ -155,14 +191,23 @@ class BatchTally:
 
     def add(self, scored: pd.DataFrame, r, n_rows: int):
         "Count a validated chunk and its scored rows."
-        self.rows_in += n_rows; self.rows_scored += len(scored); self.rows_rejected += r.n_invalid; self.rows_flagged += r.n_flagged
+        self.rows_in += n_rows
+        self.rows_scored += len(scored)
+        self.rows_rejected += r.n_invalid
+        self.rows_flagged += r.n_flagged
         _count(self.reasons, r.errors, ['column', 'reason'])
         _count(self.flagged, r.warnings, ['column', 'rule'])
         for k, n in r.rule_counts().items(): self.rules[k] += n
         if not len(scored): return
         if self.lm.schema.task == 'regression':
             p = scored.prediction.to_numpy(float)
-            self.s.update(n=self.s['n'] + len(p), sum=self.s['sum'] + p.sum(), sq=self.s['sq'] + (p**2).sum(), min=min(self.s['min'], p.min()), max=max(self.s['max'], p.max()))
+            self.s.update(
+                n=self.s['n'] + len(p),
+                sum=self.s['sum'] + p.sum(),
+                sq=self.s['sq'] + (p**2).sum(),
+                min=min(self.s['min'], p.min()),
+                max=max(self.s['max'], p.max()),
+            )
         else:
             for c, n in scored.prediction.value_counts().items(): self.counts[c] = self.counts.get(c, 0) + int(n)
             if len(self.classes_) == 2: self.s['proba'] += scored[f'proba_{self.classes_[1]}'].sum()
@@ -177,7 +222,11 @@ def problems(self: BatchTally) -> str:
 @patch
 def summary(self: BatchTally, source: str='batch') -> str:
     "One line: how many rows are invalid, by column and reason."
-    return f"{source}: {self.rows_rejected} of {self.rows_in} rows invalid: {self.problems()}" if self.rows_rejected else f"{source}: all {self.rows_in} rows valid"
+    return (
+        f"{source}: {self.rows_rejected} of {self.rows_in} rows invalid: {self.problems()}"
+        if self.rows_rejected
+        else f"{source}: all {self.rows_in} rows valid"
+    )
 
 @patch
 def flags(self: BatchTally, top: int=5) -> str:
@@ -188,14 +237,30 @@ def flags(self: BatchTally, top: int=5) -> str:
 @patch
 def metrics(self: BatchTally) -> dict:
     "Row counts, flagged rows per rule and the prediction summary, as MLflow metrics."
-    m, s, n = dict(rows_in=self.rows_in, rows_scored=self.rows_scored, rows_rejected=self.rows_rejected, rows_flagged=self.rows_flagged), self.s, self.rows_scored
+    m, s, n = (
+        dict(
+            rows_in=self.rows_in,
+            rows_scored=self.rows_scored,
+            rows_rejected=self.rows_rejected,
+            rows_flagged=self.rows_flagged,
+        ),
+        self.s,
+        self.rows_scored,
+    )
     m.update({f'flagged_{k}': v for k, v in self.rules.items()})
     if not n: return m
     if self.lm.schema.task == 'regression':
         mean = s['sum']/n
-        return {**m, 'pred_mean': mean, 'pred_std': float(np.sqrt(max(s['sq']/n - mean**2, 0.0))), 'pred_min': s['min'], 'pred_max': s['max']}
+        return {
+            **m,
+            'pred_mean': mean,
+            'pred_std': float(np.sqrt(max(s['sq'] / n - mean**2, 0.0))),
+            'pred_min': s['min'],
+            'pred_max': s['max'],
+        }
     m.update({f'pred_share_{_metric_key(c)}': self.counts.get(c, 0)/n for c in self.classes_})
-    if len(self.classes_) == 2: m.update(positive_rate=self.counts.get(self.classes_[1], 0)/n, mean_probability=s['proba']/n)
+    if len(self.classes_) == 2:
+        m.update(positive_rate=self.counts.get(self.classes_[1], 0) / n, mean_probability=s['proba'] / n)
     return m
 
 # %% ../nbs/11_predict.ipynb #151ef71d
@@ -227,61 +292,94 @@ def _track_failure(client: MlflowClient, run_id: str, tally):
 # %% ../nbs/11_predict.ipynb #e18872b8
 def _checked_args(P, input, output, on_invalid, chunk_size, rejects) -> tuple:
     on_invalid, chunk_size = on_invalid or P.predict.on_invalid, chunk_size or P.predict.chunk_size
-    if on_invalid not in ('fail', 'quarantine'): raise UsageError(f"on_invalid must be 'fail' or 'quarantine', got {on_invalid!r}")
+    if on_invalid not in ('fail', 'quarantine'):
+        raise UsageError(f"on_invalid must be 'fail' or 'quarantine', got {on_invalid!r}")
     if int(chunk_size) < 1: raise UsageError(f"chunk_size must be a positive number of rows, got {chunk_size}")
     src, out = Path(input), Path(output)
     table_format(out, 'output')
     rej = Path(rejects) if rejects else out.with_name(f'{out.stem}.rejects.csv')
-    if src.resolve() in (out.resolve(), rej.resolve()): raise UsageError(f"{output}: the output must not overwrite the input {input}")
+    if src.resolve() in (out.resolve(), rej.resolve()):
+        raise UsageError(f"{output}: the output must not overwrite the input {input}")
     batch_columns(src)
     return on_invalid, int(chunk_size), src, out, rej
 
 # %% ../nbs/11_predict.ipynb #db04016f
-def _score_to(src: Path, out: Path, rej: Path, lm: LoadedModel, tally: BatchTally, on_invalid: str, chunk_size: int, progress: bool, on_unexpected: str='score'):
+def _score_to(
+    src: Path,
+    out: Path,
+    rej: Path,
+    lm: LoadedModel,
+    tally: BatchTally,
+    on_invalid: str,
+    chunk_size: int,
+    progress: bool,
+    on_unexpected: str = 'score',
+):
     "Stream `src` through the model into `out` (and `rej`), atomically; raise on invalid rows in fail mode."
     with contextlib.ExitStack() as stack:
         total, unit = progress_total(src)
-        bar = stack.enter_context(tqdm(total=total, unit=unit, unit_scale=True, disable=not progress, desc=f'scoring {src.name}', leave=False))
+        bar = stack.enter_context(
+            tqdm(total=total, unit=unit, unit_scale=True, disable=not progress, desc=f'scoring {src.name}', leave=False)
+        )
         writer, rwriter = ChunkWriter(stack.enter_context(atomic_path(out)), out), None
         stack.callback(writer.close)
         for df, pos in iter_chunks(src, chunk_size):
-            scored, r = score_chunk(df, lm, src.name, predict=not (tally.rows_rejected and on_invalid == 'fail'), on_unexpected=on_unexpected)
+            scored, r = score_chunk(
+                df,
+                lm,
+                src.name,
+                predict=not (tally.rows_rejected and on_invalid == 'fail'),
+                on_unexpected=on_unexpected,
+            )
             tally.add(scored, r, len(df))
             if not r.ok and on_invalid == 'quarantine':
-                if rwriter is None: rwriter = ChunkWriter(stack.enter_context(atomic_path(rej)), rej); stack.callback(rwriter.close)
+                if rwriter is None:
+                    rwriter = ChunkWriter(stack.enter_context(atomic_path(rej)), rej)
+                    stack.callback(rwriter.close)
                 rwriter.write(r.rejects(df).assign(_row=lambda d: d.index))
             if not (tally.rows_rejected and on_invalid == 'fail'): writer.write(scored)
             bar.update(pos - bar.n)
         if tally.rows_in == 0: raise DataError(f"{src}: no data rows; expected at least one row under the header")
         if tally.rows_rejected and on_invalid == 'fail':
-            raise SchemaError(f"{tally.summary(src.name)}; nothing written (--on-invalid quarantine scores the valid rows)")
+            raise SchemaError(
+                f"{tally.summary(src.name)}; nothing written (--on-invalid quarantine scores the valid rows)"
+            )
         if writer.rows == 0: writer.write(scored.iloc[:0], empty=True)
 
 # %% ../nbs/11_predict.ipynb #31f65814
-def predict_file(params_file: str|Path, # the project params YAML (its `name` is the registered model)
-                 input: str|Path, # the batch to score (.csv or .parquet)
-                 output: str|Path, # where to write the scored rows (.csv or .parquet)
-                 alias: str|None='champion', # the model alias to use ...
-                 version: str|int|None=None, # ... or a model version number
-                 on_invalid: str|None=None, # 'fail' or 'quarantine' (default: params `predict.on_invalid`)
-                 chunk_size: int|None=None, # rows per chunk (default: params `predict.chunk_size`)
-                 uri: str|None=None, # tracking URI (default: params, $MLFLOW_TRACKING_URI, the embedded store)
-                 progress: bool=True, # show a progress bar
-                 rejects: str|Path|None=None, # the rejects file (default: `<output stem>.rejects.csv` beside the output)
-                 run_id: str|None=None, # track the batch in this existing run (the step notebook's) instead of a new one
-                 on_unexpected: str|None=None, # 'score' or 'reject' rows breaking an expectation (default: params `predict.on_unexpected`)
-                ) -> dict:
+def predict_file(
+    params_file: str | Path,  # the project params YAML (its `name` is the registered model)
+    input: str | Path,  # the batch to score (.csv or .parquet)
+    output: str | Path,  # where to write the scored rows (.csv or .parquet)
+    alias: str | None = 'champion',  # the model alias to use ...
+    version: str | int | None = None,  # ... or a model version number
+    on_invalid: str | None = None,  # 'fail' or 'quarantine' (default: params `predict.on_invalid`)
+    chunk_size: int | None = None,  # rows per chunk (default: params `predict.chunk_size`)
+    uri: str | None = None,  # tracking URI (default: params, $MLFLOW_TRACKING_URI, the embedded store)
+    progress: bool = True,  # show a progress bar
+    rejects: str | Path | None = None,  # the rejects file (default: `<output stem>.rejects.csv` beside the output)
+    run_id: str | None = None,  # track the batch in this existing run (the step notebook's) instead of a new one
+    on_unexpected: (
+        str | None
+    ) = None,  # 'score' or 'reject' rows breaking an expectation (default: params `predict.on_unexpected`)
+) -> dict:
     "Validate and score a batch file in chunks with a registered model; write the output atomically; track it as an MLflow run."
     P = load_params(params_file)
     from mlops_lib.dask_backend import backend, predict_file_dask  # predict.backend: dask (or --dask-scheduler)
-    if backend(P.predict.backend) == 'dask': return predict_file_dask(P, input, output, alias, version, on_invalid, chunk_size, uri, progress, rejects, run_id, on_unexpected)
+    if backend(P.predict.backend) == 'dask':
+        return predict_file_dask(
+            P, input, output, alias, version, on_invalid, chunk_size, uri, progress, rejects, run_id, on_unexpected
+        )
     on_invalid, chunk_size, src, out, rej = _checked_args(P, input, output, on_invalid, chunk_size, rejects)
     on_unexpected = on_unexpected or P.predict.on_unexpected
-    if on_unexpected not in ('score', 'reject'): raise ValueError(f"on_unexpected must be 'score' or 'reject', got {on_unexpected!r}")
+    if on_unexpected not in ('score', 'reject'):
+        raise ValueError(f"on_unexpected must be 'score' or 'reject', got {on_unexpected!r}")
     exp_id = setup_tracking(uri or tracking_uri(P), P.name)
     lm = load_model(P.name, alias=alias if version is None else None, version=version)
     client, t0 = MlflowClient(), time.perf_counter()
-    rid = _start_batch_run(client, exp_id, lm, alias if version is None else None, src, out, on_invalid, chunk_size, run_id, on_unexpected)
+    rid = _start_batch_run(
+        client, exp_id, lm, alias if version is None else None, src, out, on_invalid, chunk_size, run_id, on_unexpected
+    )
     tally = BatchTally(lm)
     with _track_failure(client, rid, tally), sigterm_as_interrupt(), warnings.catch_warnings():
         warnings.simplefilter('ignore', pd.errors.PerformanceWarning)
@@ -292,9 +390,22 @@ def predict_file(params_file: str|Path, # the project params YAML (its `name` is
     _log_metrics(client, rid, metrics)
     if tally.rows_rejected and rej.stat().st_size < 5_000_000: client.log_artifact(rid, str(rej))
     if not run_id: client.set_terminated(rid, 'FINISHED')
-    msg = (f"scored {tally.rows_scored:,} of {tally.rows_in:,} rows of {src.name} with {lm.name} v{lm.version} in {secs:.1f} s "
-           f"({tally.rows_in/secs:,.0f} rows/s) -> {out}" + (f"; {tally.rows_rejected:,} invalid rows -> {rej} ({tally.problems()})" if tally.rows_rejected else '')
-           + (f"; {tally.rows_flagged:,} rows flagged in _flags ({tally.flags()})" if tally.rows_flagged else '')
-           + f"; MLflow run {rid}")
-    return dict(model=lm.name, model_version=lm.version, output=str(out), rejects=str(rej) if tally.rows_rejected else None,
-                run_id=rid, on_invalid=on_invalid, on_unexpected=on_unexpected, chunk_size=chunk_size, **metrics, message=msg)
+    msg = (
+        f"scored {tally.rows_scored:,} of {tally.rows_in:,} rows of {src.name} with {lm.name} v{lm.version} in {secs:.1f} s "
+        f"({tally.rows_in/secs:,.0f} rows/s) -> {out}"
+        + (f"; {tally.rows_rejected:,} invalid rows -> {rej} ({tally.problems()})" if tally.rows_rejected else '')
+        + (f"; {tally.rows_flagged:,} rows flagged in _flags ({tally.flags()})" if tally.rows_flagged else '')
+        + f"; MLflow run {rid}"
+    )
+    return dict(
+        model=lm.name,
+        model_version=lm.version,
+        output=str(out),
+        rejects=str(rej) if tally.rows_rejected else None,
+        run_id=rid,
+        on_invalid=on_invalid,
+        on_unexpected=on_unexpected,
+        chunk_size=chunk_size,
+        **metrics,
+        message=msg,
+    )

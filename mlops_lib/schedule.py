@@ -39,9 +39,11 @@ def new_batches(pattern: str, # a glob, relative to the project root
                ) -> list[Path]:
     "The batch files matching `pattern` not processed yet (or changed since), oldest name first."
     from mlops_lib.cache import _sha
-    try: done = json.loads(_state_file(name).read_text())
+    try:done = json.loads(_state_file(name).read_text())
     except (OSError, ValueError): done = {}
-    files = sorted(Path(p).resolve() for p in _glob.glob(str(resolve_path(pattern)), recursive=True) if Path(p).is_file())
+    files = sorted(
+        Path(p).resolve() for p in _glob.glob(str(resolve_path(pattern)), recursive=True) if Path(p).is_file()
+    )
     return [p for p in files if done.get(str(p)) != _sha(p)]
 
 def mark_processed(paths: list[Path], name: str):
@@ -57,7 +59,11 @@ def mark_processed(paths: list[Path], name: str):
 def mlops_command() -> list[str]:
     "How to call the `mlops` console script of this environment."
     exe = Path(sys.executable).parent/'mlops'
-    return [str(exe)] if exe.exists() else [sys.executable, '-c', 'import sys; from mlops_lib.cli import main; sys.exit(main())']
+    return (
+        [str(exe)]
+        if exe.exists()
+        else [sys.executable, '-c', 'import sys; from mlops_lib.cli import main; sys.exit(main())']
+    )
 
 def _call(args: list[str], echo) -> str:
     "Run `mlops ARGS`; its stdout, or `ScheduleError` with its one-line error."
@@ -77,7 +83,9 @@ def tag_runs(uri: str, name: str, since_ms: int, tags: dict) -> list[str]:
     c = MlflowClient(uri)
     exp = c.get_experiment_by_name(name)
     if exp is None: return []
-    runs = c.search_runs([exp.experiment_id], f"attributes.start_time >= {since_ms}", max_results=1000, order_by=['start_time ASC'])
+    runs = c.search_runs(
+        [exp.experiment_id], f"attributes.start_time >= {since_ms}", max_results=1000, order_by=['start_time ASC']
+    )
     for r in runs:
         for k, v in tags.items(): c.set_tag(r.info.run_id, k, str(v))
     runs.sort(key=lambda r: r.data.tags.get('mlops.kind') != 'pipeline')
@@ -100,7 +108,20 @@ def run_flow(params_file: str|Path, # the project params
         _call(['run', *base, '--quiet', '--run-name', out['run_name']], echo)
         for b in (new_batches(monitor, P.name) if monitor else []):
             folder = outputs_dir()/'schedule'/P.name/f'{b.stem}-{stamp}'
-            _call(['predict', *base, '--input', str(b), '--output', str(folder/'predictions.parquet'), '--on-invalid', 'quarantine', '--quiet'], echo)
+            _call(
+                [
+                    'predict',
+                    *base,
+                    '--input',
+                    str(b),
+                    '--output',
+                    str(folder / 'predictions.parquet'),
+                    '--on-invalid',
+                    'quarantine',
+                    '--quiet',
+                ],
+                echo,
+            )
             msg = _call(['monitor', *base, '--current', str(b), '--retrain', '--out-dir', str(folder/'monitor')], echo)
             mark_processed([b], P.name)
             out['batches'].append(str(b)); out['drift'].append('DATASET DRIFT' in msg)
@@ -109,7 +130,13 @@ def run_flow(params_file: str|Path, # the project params
     return out
 
 # %% ../nbs/12a_schedule.ipynb #b06e84a5
-def run_once(params_file: str|Path, monitor: str|None=None, uri: str|None=None, tags: dict|None=None, echo=lambda s: print(s, flush=True)) -> dict|None:
+def run_once(
+    params_file: str | Path,
+    monitor: str | None = None,
+    uri: str | None = None,
+    tags: dict | None = None,
+    echo=lambda s: print(s, flush=True),
+) -> dict | None:
     "`run_flow` under the project's lock; None (and one log line) when another run holds it."
     P = load_params(params_file)
     lock = outputs_dir()/'schedule'/f'{P.name}.lock'
@@ -122,7 +149,9 @@ def run_once(params_file: str|Path, monitor: str|None=None, uri: str|None=None, 
 # %% ../nbs/12a_schedule.ipynb #704b9000
 def once_command(params_file: str|Path, monitor: str|None=None) -> str:
     "The shell command that runs the flow once without Prefect."
-    args = [*mlops_command(), 'schedule', '--params', str(Path(params_file).resolve()), '--once'] + (['--monitor', monitor] if monitor else [])
+    args = [*mlops_command(), 'schedule', '--params', str(Path(params_file).resolve()), '--once'] + (
+        ['--monitor', monitor] if monitor else []
+    )
     return shlex.join(args)
 
 def _env_prefix() -> str:
@@ -143,7 +172,8 @@ def on_calendar(cron: str) -> str:
     f = cron.split()
     if len(f) != 5: raise UsageError(f"--cron {cron!r}: expected 5 fields (minute hour day month weekday)")
     mi, h, dom, mon, dow = [x.replace('*/', '0/') if x.startswith('*/') else x for x in f]
-    if dow.startswith('0/') or any(d not in _DOW for d in dow.split(',')): raise UsageError(f"--cron {cron!r}: weekday must be '*' or numbers 0-7")
+    if dow.startswith('0/') or any(d not in _DOW for d in dow.split(',')):
+        raise UsageError(f"--cron {cron!r}: weekday must be '*' or numbers 0-7")
     days = ','.join(_DOW[d] for d in dow.split(',')) if dow != '*' else ''
     two = lambda v: v if v in ('*',) or '/' in v or ',' in v else v.zfill(2)
     return f"{days + ' ' if days else ''}*-{mon}-{dom} {two(h)}:{two(mi)}:00"
@@ -151,8 +181,14 @@ def on_calendar(cron: str) -> str:
 def systemd_units(params_file: str|Path, cron: str, monitor: str|None=None) -> dict[str, str]:
     "A systemd service and timer pair (file name -> text) running the flow at `cron`."
     P = load_params(params_file)
-    env = ''.join(f"Environment={k}={os.environ[k]}\n" for k in ('MLOPS_ROOT', 'MLOPS_OUTPUTS', 'MLFLOW_TRACKING_URI') if os.environ.get(k))
-    svc = (f"[Unit]\nDescription=mlops scheduled run of {P.name}\n\n[Service]\nType=oneshot\nWorkingDirectory={project_root()}\n{env}"
-           f"ExecStart={once_command(params_file, monitor)}\n")
+    env = ''.join(
+        f"Environment={k}={os.environ[k]}\n"
+        for k in ('MLOPS_ROOT', 'MLOPS_OUTPUTS', 'MLFLOW_TRACKING_URI')
+        if os.environ.get(k)
+    )
+    svc = (
+        f"[Unit]\nDescription=mlops scheduled run of {P.name}\n\n[Service]\nType=oneshot\nWorkingDirectory={project_root()}\n{env}"
+        f"ExecStart={once_command(params_file, monitor)}\n"
+    )
     timer = f"[Unit]\nDescription=mlops schedule for {P.name} ({cron})\n\n[Timer]\nOnCalendar={on_calendar(cron)}\nPersistent=true\n\n[Install]\nWantedBy=timers.target\n"
     return {f'mlops-{P.name}.service': svc, f'mlops-{P.name}.timer': timer}

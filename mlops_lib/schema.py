@@ -43,7 +43,14 @@ def infer_column(s: pd.Series, # a training column
         dtype = 'bool' if pd.api.types.is_bool_dtype(s) else 'str'
         cats = sorted({_py(v) if dtype == 'bool' else str(v) for v in vals})
         mode = _py(vals.mode().iloc[0]) if len(vals) else None
-        return ColumnSpec(s.name, 'categorical', dtype, nullable, categories=cats, mode=mode if dtype == 'bool' else (None if mode is None else str(mode)))
+        return ColumnSpec(
+            s.name,
+            'categorical',
+            dtype,
+            nullable,
+            categories=cats,
+            mode=mode if dtype == 'bool' else (None if mode is None else str(mode)),
+        )
     lo, hi = float(s.min()), float(s.max())
     pad = margin * (hi - lo) if hi > lo else max(abs(lo) * margin, 1.0)
     dtype = 'int64' if pd.api.types.is_integer_dtype(s) else 'float64'
@@ -67,7 +74,14 @@ class DataSchema:
     def categorical(self) -> list[str]: return [c.name for c in self.features if c.kind == 'categorical']
     def column(self, name: str) -> ColumnSpec: return {c.name: c for c in self.features + [self.target]}[name]
 
-    def to_dict(self) -> dict: return dict(task=self.task, classes=self.classes, target=asdict(self.target), features=[asdict(c) for c in self.features])
+    def to_dict(self) -> dict:
+        return dict(
+            task=self.task,
+            classes=self.classes,
+            target=asdict(self.target),
+            features=[asdict(c) for c in self.features],
+        )
+
     @classmethod
     def from_dict(cls, d: dict) -> DataSchema:
         return cls([ColumnSpec(**c) for c in d['features']], ColumnSpec(**d['target']), d['task'], d.get('classes'))
@@ -79,7 +93,11 @@ class DataSchema:
     @classmethod
     def from_yaml(cls, src: str|Path) -> DataSchema:
         "Read a schema from a YAML file or YAML text."
-        text = Path(src).read_text() if isinstance(src, Path) or (isinstance(src, str) and '\n' not in src and Path(src).exists()) else src
+        text = (
+            Path(src).read_text()
+            if isinstance(src, Path) or (isinstance(src, str) and '\n' not in src and Path(src).exists())
+            else src
+        )
         return cls.from_dict(yaml.safe_load(text))
 
 # %% ../nbs/03_schema.ipynb #3b9d5690
@@ -88,26 +106,35 @@ def _constrain(c: ColumnSpec, k: dict|None) -> ColumnSpec:
     k = {key: v for key, v in (k or {}).items() if v is not None}
     if not k: return c
     if c.kind == 'categorical' and ('min' in k or 'max' in k):
-        raise ParamsError(f"key 'features.constraints.{c.name}': min/max apply to numeric columns; '{c.name}' is categorical (declare categories instead)")
-    if c.kind == 'categorical' and 'categories' in k: k['categories'] = [v if c.dtype == 'bool' else str(v) for v in k['categories']]
+        raise ParamsError(
+            f"key 'features.constraints.{c.name}': min/max apply to numeric columns; '{c.name}' is categorical (declare categories instead)"
+        )
+    if c.kind == 'categorical' and 'categories' in k:
+        k['categories'] = [v if c.dtype == 'bool' else str(v) for v in k['categories']]
     c.constraints = k
     return c
 
-def infer_schema(df: pd.DataFrame, # the training split
-                 target: str, # the target column
-                 task: str, # 'classification' or 'regression'
-                 features: list[str]|None=None, # feature columns (default: all but the target)
-                 margin: float=0.25, # numeric range widening, as a fraction of the observed range
-                 constraints: dict|None=None, # params `features.constraints`: column -> {min, max, categories} (contract)
-                ) -> DataSchema:
+
+def infer_schema(
+    df: pd.DataFrame,  # the training split
+    target: str,  # the target column
+    task: str,  # 'classification' or 'regression'
+    features: list[str] | None = None,  # feature columns (default: all but the target)
+    margin: float = 0.25,  # numeric range widening, as a fraction of the observed range
+    constraints: dict | None = None,  # params `features.constraints`: column -> {min, max, categories} (contract)
+) -> DataSchema:
     "Infer the data schema of a training split."
     features = features or [c for c in df.columns if c != target]
     constraints = {k: (v.model_dump() if hasattr(v, 'model_dump') else dict(v)) for k, v in (constraints or {}).items()}
     if unknown := [k for k in constraints if k not in features]:
-        raise ParamsError(f"key 'features.constraints': unknown feature(s) {', '.join(map(str, unknown))}; expected feature columns among {', '.join(map(str, features[:12]))}{', ...' if len(features) > 12 else ''}")
+        raise ParamsError(
+            f"key 'features.constraints': unknown feature(s) {', '.join(map(str, unknown))}; expected feature columns among {', '.join(map(str, features[:12]))}{', ...' if len(features) > 12 else ''}"
+        )
     classes = sorted(_py(v) for v in df[target].dropna().unique()) if task == 'classification' else None
     tgt = infer_column(df[target], margin)
-    return DataSchema([_constrain(infer_column(df[c], margin), constraints.get(c)) for c in features], tgt, task, classes)
+    return DataSchema(
+        [_constrain(infer_column(df[c], margin), constraints.get(c)) for c in features], tgt, task, classes
+    )
 
 # %% ../nbs/03_schema.ipynb #4b97af27
 class SchemaError(UserError, ValueError):
@@ -122,8 +149,10 @@ def to_pandera(schema: DataSchema, require_target: bool=False):
         checks = [pa.Check.in_range(c.min, c.max)] if c.kind == 'numeric' else [pa.Check.isin(c.categories)]
         return pa.Column(nullable=c.nullable, checks=checks, required=True)
     cols = {c.name: col(c) for c in schema.features}
-    if require_target and schema.classes is not None: cols[schema.target.name] = pa.Column(checks=[pa.Check.isin(schema.classes)])
-    elif require_target: cols[schema.target.name] = pa.Column(checks=[pa.Check(lambda s: np.isfinite(s), error='finite number')])
+    if require_target and schema.classes is not None:
+        cols[schema.target.name] = pa.Column(checks=[pa.Check.isin(schema.classes)])
+    elif require_target:
+        cols[schema.target.name] = pa.Column(checks=[pa.Check(lambda s: np.isfinite(s), error='finite number')])
     return pa.DataFrameSchema(cols, strict=False)
 
 # %% ../nbs/03_schema.ipynb #637dc361
@@ -133,7 +162,9 @@ def _as_text(s: pd.Series) -> pd.Series:
     "Values as the category strings training saw (whole floats without '.0'); missing stays NaN."
     if pd.api.types.is_integer_dtype(s) or pd.api.types.infer_dtype(s, skipna=True) in ('string', 'empty'):
         return s.astype(str).where(s.notna(), np.nan).astype(object)
-    return s.map(lambda v: np.nan if pd.isna(v) else (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))).astype(object)
+    return s.map(
+        lambda v: np.nan if pd.isna(v) else (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))
+    ).astype(object)
 
 def _coerce(s: pd.Series, c: ColumnSpec) -> tuple[pd.Series, np.ndarray|None]:
     "Coerce a column to its spec's type; return it and a mask of values that did not parse (None: all parsed)."
@@ -162,10 +193,17 @@ def _contract(x: pd.Series, c: ColumnSpec) -> list[tuple[np.ndarray, str]]:
     k, out = c.constraints or {}, []
     if c.kind == 'numeric':
         a = x.to_numpy()
-        if k.get('min') is not None: out.append((a < k['min'], f"below the declared minimum {k['min']:g} (features.constraints)"))
-        if k.get('max') is not None: out.append((a > k['max'], f"above the declared maximum {k['max']:g} (features.constraints)"))
+        if k.get('min') is not None:
+            out.append((a < k['min'], f"below the declared minimum {k['min']:g} (features.constraints)"))
+        if k.get('max') is not None:
+            out.append((a > k['max'], f"above the declared maximum {k['max']:g} (features.constraints)"))
     if k.get('categories') is not None:
-        out.append(((~x.isin(k['categories']) & x.notna()).to_numpy(), f"not a declared category (features.constraints: {_cats(k['categories'])})"))
+        out.append(
+            (
+                (~x.isin(k['categories']) & x.notna()).to_numpy(),
+                f"not a declared category (features.constraints: {_cats(k['categories'])})",
+            )
+        )
     return out
 
 def _expectations(x: pd.Series, c: ColumnSpec) -> list[tuple[np.ndarray, str]]:
@@ -186,7 +224,11 @@ def _target(s: pd.Series, schema: DataSchema) -> tuple[pd.Series, list[tuple[np.
         x = _as_text(s) if isinstance(schema.classes[0], str) else pd.to_numeric(s, errors='coerce')
         return x, [(na, 'missing value'), (~x.isin(schema.classes).to_numpy() & ~na, 'unknown class')]
     x = pd.to_numeric(s, errors='coerce').astype('float64')
-    return x, [(na, 'missing value'), (x.isna().to_numpy() & ~na, 'not a number'), (np.isinf(x.to_numpy()), 'not a finite number')]
+    return x, [
+        (na, 'missing value'),
+        (x.isna().to_numpy() & ~na, 'not a number'),
+        (np.isinf(x.to_numpy()), 'not a finite number'),
+    ]
 
 # %% ../nbs/03_schema.ipynb #8029367b
 _ERR_COLS, _WARN_COLS = ['row', 'column', 'value', 'reason'], ['row', 'column', 'value', 'rule']
@@ -194,21 +236,30 @@ _ERR_COLS, _WARN_COLS = ['row', 'column', 'value', 'reason'], ['row', 'column', 
 @dataclass
 class ValidationResult:
     "The outcome of validating a batch: rows rejected by the contract (`errors`), rows flagged by expectations (`warnings`, `flags`)."
-    valid: pd.DataFrame         # the rows to score (original index; flagged rows included), features coerced to training dtypes
+    valid: pd.DataFrame  # the rows to score (original index; flagged rows included), features coerced to training dtypes
     errors: pd.DataFrame        # contract violations, one row per problem: row, column, value, reason
     n_rows: int                 # rows in the batch
     warnings: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=_WARN_COLS))  # expectation breaks of valid rows: row, column, value, rule
+
     flags: pd.Series|None = None  # per valid row: '' or ';'-joined '<column>:<rule>'
     def __post_init__(self):
         if self.flags is None: self.flags = pd.Series('', index=self.valid.index, dtype=object, name='_flags')
     @property
-    def invalid_rows(self) -> list: return sorted(self.errors.row.unique().tolist())
+    def invalid_rows(self) -> list:
+        return sorted(self.errors.row.unique().tolist())
+
     @property
-    def n_invalid(self) -> int: return self.errors.row.nunique()
+    def n_invalid(self) -> int:
+        return self.errors.row.nunique()
+
     @property
-    def ok(self) -> bool: return len(self.errors) == 0
+    def ok(self) -> bool:
+        return len(self.errors) == 0
+
     @property
-    def n_flagged(self) -> int: return int((self.flags != '').sum())
+    def n_flagged(self) -> int:
+        return int((self.flags != '').sum())
+
     def rule_counts(self) -> dict:
         "Rows flagged per expectation rule (every rule present, 0 when unbroken)."
         n = self.warnings.groupby('rule').row.nunique() if len(self.warnings) else {}
@@ -216,25 +267,48 @@ class ValidationResult:
     def summary(self, source: str='batch') -> str:
         "One line: how many rows are invalid, by column and reason, with an example."
         if self.ok: return f"{source}: all {self.n_rows} rows valid"
-        parts = [f"{col}: {len(g.row.unique())} row(s) {reason} (e.g. {_py(g.value.iloc[0])!r})" for (col, reason), g in self.errors.groupby(['column', 'reason'], sort=False)]
+        parts = [
+            f"{col}: {len(g.row.unique())} row(s) {reason} (e.g. {_py(g.value.iloc[0])!r})"
+            for (col, reason), g in self.errors.groupby(['column', 'reason'], sort=False)
+        ]
         return f"{source}: {self.n_invalid} of {self.n_rows} rows invalid: " + '; '.join(parts)
     def flag_summary(self, source: str='batch', top: int=5) -> str:
         "One line: how many scored rows broke an expectation, by column and rule, with an example."
         if not self.n_flagged: return f"{source}: no row flagged"
-        parts = [f"{col}: {g.row.nunique()} row(s) {rule} (e.g. {_py(g.value.iloc[0])!r})" for (col, rule), g in self.warnings.groupby(['column', 'rule'], sort=False)]
+        parts = [
+            f"{col}: {g.row.nunique()} row(s) {rule} (e.g. {_py(g.value.iloc[0])!r})"
+            for (col, rule), g in self.warnings.groupby(['column', 'rule'], sort=False)
+        ]
         more = f"; and {len(parts) - top} more column/rule pair(s)" if len(parts) > top else ''
         return f"{source}: {self.n_flagged} of {self.n_rows} rows flagged (scored): " + '; '.join(parts[:top]) + more
     def rejects(self, batch: pd.DataFrame) -> pd.DataFrame:
         "The invalid rows of `batch` with a `_reason` column (all their problems joined)."
-        why = self.errors.assign(msg=self.errors.column + ': ' + self.errors.reason + ' (' + self.errors.value.map(lambda v: repr(_py(v))) + ')').groupby('row').msg.agg('; '.join)
+        why = (
+            self.errors.assign(
+                msg=self.errors.column
+                + ': '
+                + self.errors.reason
+                + ' ('
+                + self.errors.value.map(lambda v: repr(_py(v)))
+                + ')'
+            )
+            .groupby('row')
+            .msg.agg('; '.join)
+        )
         return batch.loc[why.index].assign(_reason=why.values)
 
 # %% ../nbs/03_schema.ipynb #a4d3fd98
 def _frame(index: pd.Index, parts: list, cols: list[str]) -> pd.DataFrame:
     "One frame from (positions, column, values, label) parts."
     if not parts: return pd.DataFrame(columns=cols)
-    return pd.DataFrame({cols[0]: np.concatenate([index[p] for p, *_ in parts]), cols[1]: np.concatenate([np.full(len(p), n, dtype=object) for p, n, _, _ in parts]),
-                         cols[2]: np.concatenate([np.asarray(v, dtype=object) for _, _, v, _ in parts]), cols[3]: np.concatenate([np.full(len(p), l, dtype=object) for p, _, _, l in parts])})
+    return pd.DataFrame(
+        {
+            cols[0]: np.concatenate([index[p] for p, *_ in parts]),
+            cols[1]: np.concatenate([np.full(len(p), n, dtype=object) for p, n, _, _ in parts]),
+            cols[2]: np.concatenate([np.asarray(v, dtype=object) for _, _, v, _ in parts]),
+            cols[3]: np.concatenate([np.full(len(p), l, dtype=object) for p, _, _, l in parts]),
+        }
+    )
 
 def _flags(n: int, parts: list) -> np.ndarray:
     "Per row position: '' or the ';'-joined '<column>:<rule>' of its parts (in column order)."
@@ -244,6 +318,35 @@ def _flags(n: int, parts: list) -> np.ndarray:
     out[hit] = [f[1:] for f in out[hit]]
     return out
 
+def _plain_numeric(df: pd.DataFrame, schema: DataSchema) -> list[ColumnSpec]:
+    "Numeric features held in a numeric (not boolean) column with no declared constraint: they need no parsing, no contract check."
+    def plain(c):
+        s = df[c.name]
+        return not c.constraints and pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+    return [c for c in schema.features if c.kind == 'numeric' and plain(c)]
+
+def _block_expectations(df: pd.DataFrame, specs: list[ColumnSpec]) -> tuple[np.ndarray, list[tuple[int, np.ndarray, str]]]:
+    "The plain numeric columns as one float block, and the (column, mask, rule) breaks of their expectations, in one pass."
+    A = df[[c.name for c in specs]].to_numpy(dtype='float64', na_value=np.nan)
+    na = np.isnan(A)
+    lo = np.array([-np.inf if c.min is None else c.min for c in specs])
+    hi = np.array([np.inf if c.max is None else c.max for c in specs])
+    with np.errstate(invalid='ignore'):
+        outside = (A < lo) | (A > hi)
+    missing = na & ~np.array([c.nullable for c in specs])
+    hits = []
+    for j in np.flatnonzero(missing.any(axis=0) | outside.any(axis=0)):  # only the columns with a break
+        hits += [(j, m, rule) for m, rule in ((missing[:, j], 'missing'), (outside[:, j], 'out_of_range')) if m.any()]
+    return A, hits
+
+def _restore_ints(valid: pd.DataFrame, specs: list[ColumnSpec]) -> pd.DataFrame:
+    "Integer features back to int64 where every kept value is whole (they were coerced to float64 for the checks)."
+    want = [c.name for c in specs if c.kind == 'numeric' and c.dtype == 'int64' and valid[c.name].dtype != 'int64']
+    if not want: return valid
+    A = valid[want].to_numpy(dtype='float64', na_value=np.nan)  # no rows: every column passes, as `all` of nothing is true
+    whole = ~np.isnan(A).any(axis=0) & (np.mod(np.nan_to_num(A), 1) == 0).all(axis=0)
+    return valid.astype({n: 'int64' for n, ok in zip(want, whole) if ok})
+
 def validate_frame(df: pd.DataFrame, # the batch
                    schema: DataSchema, # the model's schema
                    require_target: bool=False, # the target column must be present and valid too (training data)
@@ -251,34 +354,53 @@ def validate_frame(df: pd.DataFrame, # the batch
                    on_unexpected: str='score', # 'score': expectation breaks are flagged; 'reject': they reject the row
                   ) -> ValidationResult:
     "Validate every row of `df` against the contract and the expectations; raise `SchemaError` if required columns are missing."
-    if on_unexpected not in ('score', 'reject'): raise ValueError(f"on_unexpected must be 'score' or 'reject', got {on_unexpected!r}")
+    if on_unexpected not in ('score', 'reject'):
+        raise ValueError(f"on_unexpected must be 'score' or 'reject', got {on_unexpected!r}")
     need = schema.feature_names + ([schema.target.name] if require_target else [])
     missing = [c for c in need if c not in df.columns]
-    if missing: raise SchemaError(f"{source}: missing column(s) {', '.join(missing)}; expected the model's columns {', '.join(need[:12])}{', ...' if len(need) > 12 else ''}")
-    cols, errs, warns = {}, [], []
+    if missing:
+        more = ', ...' if len(need) > 12 else ''
+        raise SchemaError(f"{source}: missing column(s) {', '.join(missing)}; expected the model's columns {', '.join(need[:12])}{more}")
+    order = {c.name: i for i, c in enumerate(schema.features)}
+    errs, warns = [], []   # (feature position, (row positions, column, values, reason or rule))
+
+    def expectation_break(pos: int, c: ColumnSpec, p: np.ndarray, rule: str):
+        values = df[c.name].to_numpy()[p]
+        if on_unexpected == 'reject': errs.append((pos, (p, c.name, values, _reason(rule, c))))
+        else: warns.append((pos, (p, c.name, values, rule)))
+
+    plain = _plain_numeric(df, schema)
+    block, hits = _block_expectations(df, plain) if plain else (None, [])
+    for j, m, rule in hits: expectation_break(order[plain[j].name], plain[j], np.flatnonzero(m), rule)
+    cols = {} if block is None else dict(zip([c.name for c in plain], block.T))
+    taken = set(cols)
     for c in schema.features:
+        if c.name in taken: continue
         s = df[c.name]
-        x, bad = _coerce(s, c); cols[c.name] = x
+        x, bad = _coerce(s, c)
+        cols[c.name] = x
         probs = ([(bad, f"not a {'number' if c.kind == 'numeric' else 'boolean'}")] if bad is not None else []) + _contract(x, c)
-        errs += [(p, c.name, s.to_numpy()[p], why) for m, why in probs if len(p := np.flatnonzero(m))]
+        errs += [(order[c.name], (p, c.name, s.to_numpy()[p], why)) for m, why in probs if len(p := np.flatnonzero(m))]
         for m, rule in _expectations(x, c):
             if bad is not None: m = m & ~bad
-            if len(p := np.flatnonzero(m)): (errs.append((p, c.name, s.to_numpy()[p], _reason(rule, c))) if on_unexpected == 'reject' else warns.append((p, c.name, s.to_numpy()[p], rule)))
+            if len(p := np.flatnonzero(m)): expectation_break(order[c.name], c, p, rule)
     if require_target:
         s = df[schema.target.name]
         cols[schema.target.name], probs = _target(s, schema)
-        errs += [(p, schema.target.name, s.to_numpy()[p], why) for m, why in probs if len(p := np.flatnonzero(m))]
-    X = pd.DataFrame(cols, index=df.index)
+        errs += [(len(order), (p, schema.target.name, s.to_numpy()[p], why)) for m, why in probs if len(p := np.flatnonzero(m))]
+    # the parts in column order, as one column at a time would give them (rules in a column keep their order)
+    errs = [e for _, e in sorted(errs, key=lambda t: t[0])]
+    warns = [w for _, w in sorted(warns, key=lambda t: t[0])]
+    X = pd.DataFrame({n: cols[n] for n in need}, index=df.index)
     errors = _frame(df.index, errs, _ERR_COLS).drop_duplicates(['row', 'column']).reset_index(drop=True)
     rejected = np.unique(np.concatenate([p for p, *_ in errs])) if errs else np.array([], dtype=int)
-    keep = np.ones(len(df), dtype=bool); keep[rejected] = False
+    keep = np.ones(len(df), dtype=bool)
+    keep[rejected] = False
     warns = [(p[keep[p]], col, v[keep[p]], rule) for p, col, v, rule in warns]
     warns = [w for w in warns if len(w[0])]
     flags = _flags(len(df), warns)
-    valid = X if not len(rejected) else X[keep]
-    for c in schema.features + ([schema.target] if require_target else []):
-        v = valid[c.name]
-        if c.kind == 'numeric' and c.dtype == 'int64' and v.dtype != 'int64' and not v.isna().any() and np.all(np.mod(v.to_numpy(), 1) == 0): valid[c.name] = v.astype('int64')
+    valid = _restore_ints(X if not len(rejected) else X[keep], schema.features + ([schema.target] if require_target else []))
     if require_target and schema.task == 'classification' and not isinstance(schema.classes[0], str) and not valid[schema.target.name].isna().any():
         valid[schema.target.name] = valid[schema.target.name].astype(type(schema.classes[0]) if not isinstance(schema.classes[0], bool) else bool)
-    return ValidationResult(valid, errors, len(df), _frame(df.index, warns, _WARN_COLS), pd.Series(flags[keep], index=valid.index, dtype=object, name='_flags'))
+    return ValidationResult(valid, errors, len(df), _frame(df.index, warns, _WARN_COLS),
+                            pd.Series(flags[keep], index=valid.index, dtype=object, name='_flags'))

@@ -40,8 +40,26 @@ def server_command(params_file: str|Path, # the project params (its `name` is th
     uri = uri or tracking_uri(P)
     setup_tracking(uri)
     mv = registered_version(MlflowClient(), P.name, alias if version is None else None, version)
-    cmd = [sys.executable, '-m', 'mlflow', 'models', 'serve', '-m', f'models:/{P.name}/{mv.version}', '--env-manager', 'local', '-h', host, '-p', str(port)]
-    env = {**os.environ, 'MLFLOW_TRACKING_URI': uri, 'PATH': f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = [
+        sys.executable,
+        '-m',
+        'mlflow',
+        'models',
+        'serve',
+        '-m',
+        f'models:/{P.name}/{mv.version}',
+        '--env-manager',
+        'local',
+        '-h',
+        host,
+        '-p',
+        str(port),
+    ]
+    env = {
+        **os.environ,
+        'MLFLOW_TRACKING_URI': uri,
+        'PATH': f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     return cmd, env, f"{P.name} v{mv.version}" + (f" ({alias})" if version is None and alias else '')
 
 # %% ../nbs/11a_serve.ipynb #d9d54743
@@ -62,10 +80,12 @@ def wait_until_ready(url: str, # the server's base URL
     "Poll `<url>/ping` until it answers 200; return the seconds waited."
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < timeout:
-        if proc is not None and proc.poll() is not None: raise ServerUnavailable(f"{url}: the server exited with code {proc.returncode} before answering")
+        if proc is not None and proc.poll() is not None:
+            raise ServerUnavailable(f"{url}: the server exited with code {proc.returncode} before answering")
         try:
             if requests.get(f'{url}/ping', timeout=2).status_code == 200: return time.perf_counter() - t0
-        except requests.RequestException: pass
+        except requests.RequestException:
+            pass
         time.sleep(0.25)
     raise ServerUnavailable(f"{url}: no answer on /ping after {timeout:g} s")
 
@@ -86,7 +106,9 @@ def run_peak_rss(cmd: list, # the command and its arguments
                 ) -> tuple[subprocess.CompletedProcess, float]:
     "Run `cmd`, capturing its output as text; return it with the command's peak resident memory in MB (NaN without `/proc`)."
     import tempfile
-    if not Path('/proc/self/status').exists(): p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw); return p, float('nan')
+    if not Path('/proc/self/status').exists():
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+        return p, float('nan')
     with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile('w+') as err:
         proc, peak, t0 = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, **kw), 0.0, time.monotonic()
         while proc.poll() is None:
@@ -106,7 +128,9 @@ def serve_model(params_file: str|Path, # the project params
     "Serve a registered model over REST with `mlflow models serve` until interrupted; return its exit code."
     cmd, env, label = server_command(params_file, port, host, alias, version, uri)
     _check_port(host, port)
-    print(f"serving {label} on http://{host}:{port} (POST JSON to /invocations, GET /ping); Ctrl-C stops it", flush=True)
+    print(
+        f"serving {label} on http://{host}:{port} (POST JSON to /invocations, GET /ping); Ctrl-C stops it", flush=True
+    )
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:
         with sigterm_as_interrupt(): return proc.wait()
@@ -125,7 +149,9 @@ def latency_summary(ms) -> dict:
     ms = np.asarray(ms, float)
     if not len(ms): return dict(p50_ms=np.nan, p90_ms=np.nan, p99_ms=np.nan, mean_ms=np.nan, max_ms=np.nan)
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return dict(p50_ms=float(p50), p90_ms=float(p90), p99_ms=float(p99), mean_ms=float(ms.mean()), max_ms=float(ms.max()))
+    return dict(
+        p50_ms=float(p50), p90_ms=float(p90), p99_ms=float(p99), mean_ms=float(ms.mean()), max_ms=float(ms.max())
+    )
 
 # %% ../nbs/11a_serve.ipynb #0ae23d79
 def _answer(r: requests.Response) -> tuple[object, str]:
@@ -156,9 +182,11 @@ def simulate(url: str, # the scoring server, e.g. http://127.0.0.1:5001
     "Send rows as one-row JSON requests from `concurrency` clients at `rate`; record predictions and latencies; return latency percentiles and throughput."
     import itertools, threading
     from concurrent.futures import ThreadPoolExecutor
-    if rate is not None and rate <= 0: raise UsageError(f"rate must be a positive number of requests per second, got {rate}")
+    if rate is not None and rate <= 0:
+        raise UsageError(f"rate must be a positive number of requests per second, got {rate}")
     if concurrency < 1: raise UsageError(f"concurrency must be 1 or more, got {concurrency}")
-    if duration is not None and duration <= 0: raise UsageError(f"duration must be a positive number of seconds, got {duration}")
+    if duration is not None and duration <= 0:
+        raise UsageError(f"duration must be a positive number of seconds, got {duration}")
     url = url.rstrip('/')
     df = read_table(input, nrows=None if duration else n)
     df = (df.head(n) if n and not duration else df).reset_index(drop=True)
@@ -178,24 +206,59 @@ def simulate(url: str, # the scoring server, e.g. http://127.0.0.1:5001
             if rate: time.sleep(max(0.0, t0 + i/rate - time.perf_counter()))
             ts, t = pd.Timestamp.now(tz='UTC'), time.perf_counter()
             try:
-                r = s.post(f'{url}/invocations', data=bodies[i % len(bodies)], headers={'Content-Type': 'application/json'}, timeout=timeout)
+                r = s.post(
+                    f'{url}/invocations',
+                    data=bodies[i % len(bodies)],
+                    headers={'Content-Type': 'application/json'},
+                    timeout=timeout,
+                )
                 ms, (pred, err), status = (time.perf_counter() - t)*1000, _answer(r), r.status_code
-            except requests.RequestException as ex: ms, pred, err, status = (time.perf_counter() - t)*1000, None, f'{type(ex).__name__}: {ex}'[:500], 0
-            with lock: rec.append(dict(_row=i % len(bodies), _i=i, prediction=pred, status=status, latency_ms=ms, timestamp=ts.isoformat(), error=err)); bar.update()
+            except requests.RequestException as ex:
+                ms, pred, err, status = (time.perf_counter() - t) * 1000, None, f'{type(ex).__name__}: {ex}'[:500], 0
+            with lock:
+                rec.append(
+                    dict(
+                        _row=i % len(bodies),
+                        _i=i,
+                        prediction=pred,
+                        status=status,
+                        latency_ms=ms,
+                        timestamp=ts.isoformat(),
+                        error=err,
+                    )
+                )
+                bar.update()
     with ThreadPoolExecutor(concurrency) as ex:
         for f in [ex.submit(client) for _ in range(concurrency)]: f.result()
     secs = time.perf_counter() - t0
     bar.close()
-    r = pd.DataFrame(rec, columns=['_row', '_i', 'prediction', 'status', 'latency_ms', 'timestamp', 'error']).sort_values('_i')
-    res = pd.concat([df.iloc[r._row.to_numpy()].reset_index(drop=True), r.drop(columns=['_row', '_i']).reset_index(drop=True)], axis=1)
+    r = pd.DataFrame(
+        rec, columns=['_row', '_i', 'prediction', 'status', 'latency_ms', 'timestamp', 'error']
+    ).sort_values('_i')
+    res = pd.concat(
+        [df.iloc[r._row.to_numpy()].reset_index(drop=True), r.drop(columns=['_row', '_i']).reset_index(drop=True)],
+        axis=1,
+    )
     write_table(res, out)
     ok = res.status == 200
     lat = latency_summary(res.latency_ms[ok])
-    summ = dict(url=url, n=len(res), n_ok=int(ok.sum()), n_errors=int((~ok).sum()), rate=rate, concurrency=concurrency, achieved_rate=len(res)/secs if secs else np.nan,
-                throughput_rps=int(ok.sum())/secs if secs else np.nan, seconds=secs, **lat,
-                status_counts={int(k): int(v) for k, v in res.status.value_counts().items()}, output=str(out))
+    summ = dict(
+        url=url,
+        n=len(res),
+        n_ok=int(ok.sum()),
+        n_errors=int((~ok).sum()),
+        rate=rate,
+        concurrency=concurrency,
+        achieved_rate=len(res) / secs if secs else np.nan,
+        throughput_rps=int(ok.sum()) / secs if secs else np.nan,
+        seconds=secs,
+        **lat,
+        status_counts={int(k): int(v) for k, v in res.status.value_counts().items()},
+        output=str(out),
+    )
     pace = f"at {rate:g}/s" if rate else 'unpaced'
-    msg = (f"sent {summ['n']} rows to {url}/invocations {pace} from {concurrency} client{'s' if concurrency > 1 else ''} in {secs:.1f} s: {summ['n_ok']} ok, {summ['n_errors']} errors; "
-           f"throughput {summ['throughput_rps']:.1f} ok/s; latency p50 {lat['p50_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms -> {out}")
+    msg = (
+        f"sent {summ['n']} rows to {url}/invocations {pace} from {concurrency} client{'s' if concurrency > 1 else ''} in {secs:.1f} s: {summ['n_ok']} ok, {summ['n_errors']} errors; "
+        f"throughput {summ['throughput_rps']:.1f} ok/s; latency p50 {lat['p50_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms -> {out}"
+    )
     return {**summ, 'message': msg}
-

@@ -21,11 +21,16 @@ class ServerError(UserError, RuntimeError):
 def pg_bin_dir() -> Path:
     "The folder with `initdb` and `pg_ctl`: `$MLOPS_PG_BIN`, the newest /usr/lib/postgresql/<N>/bin, else the one on PATH."
     if os.environ.get('MLOPS_PG_BIN'): return Path(os.environ['MLOPS_PG_BIN'])
-    found = sorted(Path('/usr/lib/postgresql').glob('*/bin/initdb'), key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    found = sorted(
+        Path('/usr/lib/postgresql').glob('*/bin/initdb'),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
     if found: return found[-1].parent
     if shutil.which('initdb'): return Path(shutil.which('initdb')).parent
-    raise ServerError("PostgreSQL server binaries not found (no initdb in /usr/lib/postgresql/*/bin or on PATH); install them with: make postgres "
-                      "(apt-get install postgresql), set $MLOPS_PG_BIN, or use --backend sqlite")
+    raise ServerError(
+        "PostgreSQL server binaries not found (no initdb in /usr/lib/postgresql/*/bin or on PATH); install them with: make postgres "
+        "(apt-get install postgresql), set $MLOPS_PG_BIN, or use --backend sqlite"
+    )
 
 # %% ../nbs/08a_server.ipynb #6a047482
 def pg_os_user() -> str|None:
@@ -62,14 +67,19 @@ class Postgres:
     def psql(self, sql: str, db: str='postgres') -> str:
         "Run one SQL statement with psql; return its unaligned output."
         r = _pg([pg_bin_dir()/'psql', '-h', self.socket, '-p', self.port, '-U', self.user, '-d', db, '-tAXc', sql])
-        if r.returncode: raise ServerError(f"psql on {self.socket} port {self.port}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else 'failed'}")
+        if r.returncode:
+            raise ServerError(
+                f"psql on {self.socket} port {self.port}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else 'failed'}"
+            )
         return r.stdout.strip()
 
 # %% ../nbs/08a_server.ipynb #bd5bfcbb
 def _check_reachable(d: Path):
     "As root, the PostgreSQL user must be able to enter every parent of the data folder."
     if (user := pg_os_user()) and _pg(['test', '-x', d]).returncode:
-        raise ServerError(f"{d}: the '{user}' user PostgreSQL runs as (we are root) cannot enter this folder; choose a --data-dir under a folder others can enter (e.g. /var/lib/mlops)")
+        raise ServerError(
+            f"{d}: the '{user}' user PostgreSQL runs as (we are root) cannot enter this folder; choose a --data-dir under a folder others can enter (e.g. /var/lib/mlops)"
+        )
 
 def init_cluster(data_dir: str|Path # the server's data folder
                 ) -> Path:
@@ -80,8 +90,21 @@ def init_cluster(data_dir: str|Path # the server's data folder
     _check_reachable(d)
     if pgdata.exists(): shutil.rmtree(pgdata)  # a half-made cluster from an interrupted initdb
     _own(pgdata)
-    r = _pg([pg_bin_dir()/'initdb', '-D', pgdata, '-U', 'mlflow', '--auth=trust', '--encoding=UTF8', '--no-locale', '--no-instructions'])
-    if r.returncode: raise ServerError(f"initdb {pgdata} failed: {(r.stderr.strip() or r.stdout.strip()).splitlines()[-1]}")
+    r = _pg(
+        [
+            pg_bin_dir() / 'initdb',
+            '-D',
+            pgdata,
+            '-U',
+            'mlflow',
+            '--auth=trust',
+            '--encoding=UTF8',
+            '--no-locale',
+            '--no-instructions',
+        ]
+    )
+    if r.returncode:
+        raise ServerError(f"initdb {pgdata} failed: {(r.stderr.strip() or r.stdout.strip()).splitlines()[-1]}")
     return pgdata
 
 # %% ../nbs/08a_server.ipynb #175cee58
@@ -100,7 +123,10 @@ def start_cluster(data_dir: str|Path, # the server's data folder
     if (pg := running_cluster(data_dir)): return pg
     pgdata, sock = init_cluster(data_dir), Path(data_dir).resolve()/'socket'
     _own(sock)
-    if len(str(sock)) > 90: raise ServerError(f"{sock}: too long for a unix socket path (limit ~100 characters); choose a shorter --data-dir")
+    if len(str(sock)) > 90:
+        raise ServerError(
+            f"{sock}: too long for a unix socket path (limit ~100 characters); choose a shorter --data-dir"
+        )
     port = port or free_port()
     opts = f"-p {port} -k {sock} -c listen_addresses='' -c max_connections=200"
     r = _pg([pg_bin_dir()/'pg_ctl', 'start', '-w', '-t', '120', '-D', pgdata, '-l', pgdata/'server.log', '-o', opts])
@@ -136,7 +162,8 @@ def check_reachable(uri: str) -> None:
     engine = sqlalchemy.create_engine(uri, connect_args=args, poolclass=sqlalchemy.pool.NullPool)
     try:
         with engine.connect(): pass
-    finally: engine.dispose()
+    finally:
+        engine.dispose()
 
 def migrate_store(uri: str, artifacts: str) -> None:
     "Create or upgrade MLflow's tables in the database at `uri` (what `mlflow server` would do on start)."
@@ -186,13 +213,19 @@ def wait_healthy(url: str, proc: subprocess.Popen|None=None, timeout: float|None
     while time.time() - t0 < timeout:
         if proc is not None and proc.poll() is not None:
             tail = log.read_text().strip().splitlines()[-1:] if log and log.exists() else []
-            raise ServerError(f"mlflow server exited with code {proc.returncode}: {tail[0] if tail else 'no output'}" + (f" (log: {log})" if log else ''))
+            raise ServerError(
+                f"mlflow server exited with code {proc.returncode}: {tail[0] if tail else 'no output'}"
+                + (f" (log: {log})" if log else '')
+            )
         try:
             with urllib.request.urlopen(f'{url}/health', timeout=5) as r:
                 if r.status == 200: return
-        except OSError: pass
+        except OSError:
+            pass
         time.sleep(0.3)
-    raise ServerError(f"mlflow server at {url} did not answer /health within {timeout:.0f} s" + (f" (log: {log})" if log else ''))
+    raise ServerError(
+        f"mlflow server at {url} did not answer /health within {timeout:.0f} s" + (f" (log: {log})" if log else '')
+    )
 
 # %% ../nbs/08a_server.ipynb #d367b5ba
 def _release(d: Path, spec: StoreSpec, users):
@@ -223,13 +256,15 @@ def tracking_server(data_dir: str|Path|None=None, # the server's data folder (de
         port = port or free_port(host)
         log = d/f'mlflow-server-{port}.log'
         with open(log, 'ab') as fh:
-            proc = subprocess.Popen(server_command(spec, port, host, workers), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                server_command(spec, port, host, workers), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+            )
         url = f'http://{host}:{port}'
         wait_healthy(url, proc, log=log)
         yield url
     finally:
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
-            try: proc.wait(30)
+            try:proc.wait(30)
             except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait()
         _release(d, spec, users)

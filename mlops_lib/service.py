@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['PAYLOAD_FORMS', 'ONNX_TOLERANCE', 'RequestError', 'payload_frame', 'contract_errors', 'request_model',
            'ServiceConfig', 'DriftCollector', 'ServiceMetrics', 'load_served', 'Guard', 'create_app', 'app_from_env',
-           'worker_threads', 'run_service', 'OnnxUnsupported', 'OnnxPredictor', 'to_onnx_bytes', 'onnx_check',
-           'onnx_path', 'export_onnx', 'onnx_predictor']
+           'run_service', 'OnnxUnsupported', 'OnnxPredictor', 'to_onnx_bytes', 'onnx_check', 'onnx_path', 'export_onnx',
+           'onnx_predictor']
 
 # %% ../nbs/11c_service.ipynb #3ec9c65f
 import asyncio, contextlib, json, math, os, signal, socket, sys, tempfile, threading, time, uuid
@@ -30,19 +30,33 @@ def _records(rows, key: str) -> pd.DataFrame:
         raise RequestError(400, f"'{key}' must be a list of objects (one per row, field -> value)")
     return pd.DataFrame.from_records(rows)
 
+def _split_frame(data: list, columns: list) -> pd.DataFrame:
+    "Rows of values as a DataFrame: one float block when every value is a number (no per-column type inference)."
+    if data and all(type(x) in (int, float) for row in data for x in row):
+        return pd.DataFrame(np.array(data, dtype='float64'), columns=columns)
+    return pd.DataFrame(data, columns=columns)
+
 def payload_frame(body) -> pd.DataFrame:
     "The rows of an MLflow scoring request (`dataframe_split`, `dataframe_records`, `instances` or `inputs`) as a DataFrame."
     if not isinstance(body, dict) or len(set(body) & set(PAYLOAD_FORMS)) != 1:
         found = sorted(body) if isinstance(body, dict) else type(body).__name__
-        raise RequestError(400, f"the JSON body must be an object with exactly one of the keys {', '.join(PAYLOAD_FORMS)}; found {found}")
+        raise RequestError(
+            400,
+            f"the JSON body must be an object with exactly one of the keys {', '.join(PAYLOAD_FORMS)}; found {found}",
+        )
     key = next(k for k in PAYLOAD_FORMS if k in body)
     v = body[key]
     if key == 'dataframe_split':
         if not isinstance(v, dict) or not isinstance(v.get('columns'), list) or not isinstance(v.get('data'), list):
-            raise RequestError(400, "'dataframe_split' must be an object with 'columns' (a list of names) and 'data' (a list of rows)")
+            raise RequestError(
+                400, "'dataframe_split' must be an object with 'columns' (a list of names) and 'data' (a list of rows)"
+            )
         bad = [i for i, r in enumerate(v['data']) if not isinstance(r, list) or len(r) != len(v['columns'])]
-        if bad: raise RequestError(400, f"'dataframe_split': row {bad[0]} has not one value per column ({len(v['columns'])} columns)")
-        return pd.DataFrame(v['data'], columns=v['columns'])
+        if bad:
+            raise RequestError(
+                400, f"'dataframe_split': row {bad[0]} has not one value per column ({len(v['columns'])} columns)"
+            )
+        return _split_frame(v['data'], v['columns'])
     if key == 'inputs' and isinstance(v, dict):
         n = {len(x) if isinstance(x, list) else 1 for x in v.values()}
         if len(n) > 1: raise RequestError(400, f"'inputs': the columns have different lengths {sorted(n)}")
@@ -61,8 +75,15 @@ def _flag_rules(flags) -> dict:
 def contract_errors(r) -> list[dict]:
     "The contract violations of a `ValidationResult` as [{row, field, value, reason}]."
     e = r.errors
-    return [dict(row=int(i) if isinstance(i, (int, np.integer)) else str(i), field=str(c), value=_jsonable(v), reason=str(why))
-            for i, c, v, why in zip(e.row, e.column, e.value, e.reason)]
+    return [
+        dict(
+            row=int(i) if isinstance(i, (int, np.integer)) else str(i),
+            field=str(c),
+            value=_jsonable(v),
+            reason=str(why),
+        )
+        for i, c, v, why in zip(e.row, e.column, e.value, e.reason)
+    ]
 
 def _jsonable(v):
     if isinstance(v, np.generic): v = v.item()
@@ -130,12 +151,23 @@ class DriftCollector:
             if v is not None: f.add_metric([m, str(d.get('version', '')), *(extra or [])], float(v))
             return f
         yield g('mlops_drift_dataset', 'dataset drift found by the last monitor run (1/0)', d.get('dataset_drift'))
-        yield g('mlops_drift_share_drifted', 'share of drifted features in the last monitor run', d.get('share_drifted'))
-        if d.get('prediction_drift') is not None: yield g('mlops_drift_prediction', 'prediction drift found by the last monitor run (1/0)', d['prediction_drift'])
+        yield g(
+            'mlops_drift_share_drifted', 'share of drifted features in the last monitor run', d.get('share_drifted')
+        )
+        if d.get('prediction_drift') is not None:
+            yield g(
+                'mlops_drift_prediction', 'prediction drift found by the last monitor run (1/0)', d['prediction_drift']
+            )
         ts = pd.Timestamp(d['timestamp']) if d.get('timestamp') else None
-        if ts is not None: yield g('mlops_drift_timestamp_seconds', 'when the last monitor run finished (unix time)', ts.timestamp())
+        if ts is not None:
+            yield g('mlops_drift_timestamp_seconds', 'when the last monitor run finished (unix time)', ts.timestamp())
         feats = d.get('features') or {}
-        for key, doc in [('drifted', 'feature drift (1/0)'), ('statistic', 'drift test statistic'), ('p_value', 'drift test p-value'), ('psi', 'population stability index')]:
+        for key, doc in [
+            ('drifted', 'feature drift (1/0)'),
+            ('statistic', 'drift test statistic'),
+            ('p_value', 'drift test p-value'),
+            ('psi', 'population stability index'),
+        ]:
             f = GaugeMetricFamily(f'mlops_drift_feature_{key}', doc, labels=['model', 'version', 'feature'])
             for name, v in feats.items():
                 x = v.get(key) if isinstance(v, dict) else None
@@ -155,16 +187,36 @@ class ServiceMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter('mlops_requests', 'HTTP requests by route and status', ['route', 'status'], registry=r)
-        self.latency = Histogram('mlops_request_latency_seconds', 'request latency by route', ['route'], registry=r,
-                                 buckets=(.001, .002, .003, .005, .0075, .01, .015, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.latency = Histogram(
+            'mlops_request_latency_seconds',
+            'request latency by route',
+            ['route'],
+            registry=r,
+            buckets=(0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
         self.rows = Counter('mlops_rows_scored', 'rows scored', ['version'], registry=r)
         self.rejected = Counter('mlops_rows_rejected', 'rows refused for a contract violation', registry=r)
-        self.flagged = Counter('mlops_rows_flagged', 'scored rows that broke an expectation, by rule', ['rule'], registry=r)
+        self.flagged = Counter(
+            'mlops_rows_flagged', 'scored rows that broke an expectation, by rule', ['rule'], registry=r
+        )
         self.flagged_any = Counter('mlops_rows_flagged_any', 'scored rows with at least one flag', registry=r)
-        self.classes = Counter('mlops_predictions', 'predicted class counts', ['class_'], registry=r) if task == 'classification' else None
-        self.values = Histogram('mlops_prediction_value', 'predicted values (regression)', registry=r, buckets=value_buckets) if task != 'classification' else None
-        self.info = Gauge('mlops_model_info', 'the model version answering (1) and earlier ones (0)', ['model', 'version', 'runtime'],
-                          registry=r, multiprocess_mode='livemax')
+        self.classes = (
+            Counter('mlops_predictions', 'predicted class counts', ['class_'], registry=r)
+            if task == 'classification'
+            else None
+        )
+        self.values = (
+            Histogram('mlops_prediction_value', 'predicted values (regression)', registry=r, buckets=value_buckets)
+            if task != 'classification'
+            else None
+        )
+        self.info = Gauge(
+            'mlops_model_info',
+            'the model version answering (1) and earlier ones (0)',
+            ['model', 'version', 'runtime'],
+            registry=r,
+            multiprocess_mode='livemax',
+        )
         self.model, self.drift = model, DriftCollector(drift_file, model)
 
     def set_version(self, version: str, runtime: str, old: str|None=None):
@@ -190,7 +242,8 @@ class ServiceMetrics:
         from prometheus_client import multiprocess
         if self.multiprocess:
             reg = CollectorRegistry(); multiprocess.MultiProcessCollector(reg)
-        else: reg = self.registry
+        else:
+            reg = self.registry
         reg2 = CollectorRegistry(); reg2.register(self.drift)
         return generate_latest(reg) + generate_latest(reg2), CONTENT_TYPE_LATEST
 
@@ -199,8 +252,10 @@ def load_served(cfg: ServiceConfig, params, uri: str):
     "The registered model to serve (`LoadedModel`), its predictor swapped for an ONNX Runtime session with `runtime='onnx'`."
     from mlops_lib.tracking import load_model
     lm = load_model(params.name, cfg.alias, cfg.version, uri)
+    if os.environ.get('OMP_NUM_THREADS', '').isdigit():  # `mlops serve` sets it; enforce it even where OpenMP was loaded before it was set
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(int(os.environ['OMP_NUM_THREADS']), user_api='openmp')
     if cfg.runtime == 'onnx':
-        pass
         lm.model = onnx_predictor(lm)
     return lm
 
@@ -208,7 +263,8 @@ def _scorer(on_unexpected: str):
     "`score_chunk` with `on_unexpected` when this version of it takes the argument."
     import inspect
     from mlops_lib.predict import score_chunk
-    if 'on_unexpected' in inspect.signature(score_chunk).parameters: return lambda df, lm: score_chunk(df, lm, source='request', on_unexpected=on_unexpected)
+    if 'on_unexpected' in inspect.signature(score_chunk).parameters:
+        return lambda df, lm: score_chunk(df, lm, source='request', on_unexpected=on_unexpected)
     return lambda df, lm: score_chunk(df, lm, source='request')
 
 # %% ../nbs/11c_service.ipynb #e54ca439
@@ -272,20 +328,29 @@ class _State:
 
 def _missing(df: pd.DataFrame, lm) -> None:
     miss = [c for c in lm.schema.feature_names if c not in df.columns]
-    if miss: raise RequestError(422, f"missing field(s) {', '.join(miss)}; the model expects {', '.join(lm.schema.feature_names[:12])}{' ...' if len(lm.schema.feature_names) > 12 else ''}",
-                                [dict(row=None, field=c, value=None, reason='required field missing') for c in miss])
+    if miss:
+        raise RequestError(
+            422,
+            f"missing field(s) {', '.join(miss)}; the model expects {', '.join(lm.schema.feature_names[:12])}{' ...' if len(lm.schema.feature_names) > 12 else ''}",
+            [dict(row=None, field=c, value=None, reason='required field missing') for c in miss],
+        )
 
 def _violations(r, n: int) -> RequestError:
     errs = contract_errors(r)
     txt = '; '.join(f"row {e['row']} {e['field']}: {e['reason']} ({e['value']!r})" for e in errs[:20])
-    return RequestError(422, f"{r.n_invalid} of {n} rows violate the model's contract: {txt}{' ...' if len(errs) > 20 else ''}", errs)
+    return RequestError(
+        422, f"{r.n_invalid} of {n} rows violate the model's contract: {txt}{' ...' if len(errs) > 20 else ''}", errs
+    )
 
 def _log_rows(st: _State, scored: pd.DataFrame, lm, rid: str, ms: float):
     "Off the request path: count the scored rows and queue them for the prediction log."
     st.metrics.scored(scored, lm.version)
     if st.plog is None: return
     n = len(scored)
-    cols = [*lm.schema.feature_names, *[c for c in scored.columns if c == 'prediction' or c.startswith('proba_') or c == 'probability']]
+    cols = [
+        *lm.schema.feature_names,
+        *[c for c in scored.columns if c == 'prediction' or c.startswith('proba_') or c == 'probability'],
+    ]
     df = scored[cols].copy()
     df.insert(0, 'model_version', lm.version)
     df.insert(0, 'timestamp', pd.Timestamp.now(tz='UTC'))
@@ -457,12 +522,6 @@ def app_from_env():
     return create_app(ServiceConfig.from_env())
 
 # %% ../nbs/11c_service.ipynb #c0d3d943
-def worker_threads(workers: int, # uvicorn worker processes
-                   cpus: int|None=None, # the cores to share (default: `os.cpu_count()`)
-                  ) -> int:
-    "OpenMP threads per worker, so that the workers' threads together do not outnumber the cores."
-    return max(1, (cpus or os.cpu_count() or 1) // workers)
-
 def _run_uvicorn(config):
     "Run uvicorn like `uvicorn.run`, but with `TCP_NODELAY` on the listening socket when there are several workers."
     import socket
@@ -496,21 +555,37 @@ def run_service(params_file: str|Path, # the project params (its `name` is the r
     from mlops_lib.serve import _check_port
     from mlops_lib.tracking import registered_version, setup_tracking
     if workers < 1: raise RequestError(400, f"--workers must be 1 or more, got {workers}")
-    if runtime not in ('sklearn', 'onnx'): raise RequestError(400, f"--runtime must be sklearn, onnx or mlflow, got {runtime}")
+    if runtime not in ('sklearn', 'onnx'):
+        raise RequestError(400, f"--runtime must be sklearn, onnx or mlflow, got {runtime}")
     P = load_params(params_file)
     uri = uri or tracking_uri(P)
     setup_tracking(uri)
     mv = registered_version(MlflowClient(), P.name, alias if version is None else None, version)
     _check_port(host, port)
-    cfg = ServiceConfig(str(Path(params_file).resolve()), alias, None if version is None else str(version), uri, runtime, max_body_mb, max_rows, workers, log)
+    cfg = ServiceConfig(
+        str(Path(params_file).resolve()),
+        alias,
+        None if version is None else str(version),
+        uri,
+        runtime,
+        max_body_mb,
+        max_rows,
+        workers,
+        log,
+    )
     mp = tempfile.mkdtemp(prefix='mlops-metrics-')
     os.environ.update(MLOPS_SERVICE_CONFIG=cfg.to_env(), PROMETHEUS_MULTIPROC_DIR=mp)
     label = f"{P.name} v{mv.version}" + (f" ({alias})" if version is None and alias else '')
-    print(f"serving {label} ({runtime}, {workers} worker{'s' if workers > 1 else ''}) on http://{host}:{port}: POST /invocations or /predict, docs at /docs, metrics at /metrics; Ctrl-C stops it", flush=True)
-    os.environ.setdefault('OMP_NUM_THREADS', str(worker_threads(workers)))
+    print(
+        f"serving {label} ({runtime}, {workers} worker{'s' if workers > 1 else ''}) on http://{host}:{port}: POST /invocations or /predict, docs at /docs, metrics at /metrics; Ctrl-C stops it",
+        flush=True,
+    )
+    # one OpenMP thread per worker unless set: a one-row predict gains nothing from threads, and on a busy machine
+    # their spin-waits made a one-row HistGradientBoosting predict take ~1 s instead of ~15 ms
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
     config = uvicorn.Config('mlops_lib.service:app_from_env', factory=True, host=host, port=port, workers=workers,
                             log_level='warning', access_log=False, timeout_graceful_shutdown=30)
-    try: _run_uvicorn(config)
+    try:_run_uvicorn(config)
     finally: shutil.rmtree(mp, ignore_errors=True)
     return 0
 
@@ -597,15 +672,26 @@ def export_onnx(params_file: str|Path, # the project params
     onx = to_onnx_bytes(lm.model, lm.schema)
     X = _check_rows(P, lm)
     diff = onnx_check(lm, onx, X)
-    if not diff <= ONNX_TOLERANCE: raise OnnxUnsupported(f"{P.name} v{lm.version}: ONNX probabilities differ from scikit-learn's by up to {diff:.3g} on {len(X)} rows (limit {ONNX_TOLERANCE:g}); not exported")
+    if not diff <= ONNX_TOLERANCE:
+        raise OnnxUnsupported(
+            f"{P.name} v{lm.version}: ONNX probabilities differ from scikit-learn's by up to {diff:.3g} on {len(X)} rows (limit {ONNX_TOLERANCE:g}); not exported"
+        )
     out = Path(output) if output else onnx_path(P.name, lm.version)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp: Path(tmp).write_bytes(onx)
-    return dict(path=str(out), version=lm.version, rows_checked=len(X), max_abs_diff=diff, bytes=len(onx),
-                message=f"exported {P.name} v{lm.version} to {out} ({len(onx)/1024:.0f} KB); max abs diff of probabilities on {len(X)} rows {diff:.2g} <= {ONNX_TOLERANCE:g}")
+    return dict(
+        path=str(out),
+        version=lm.version,
+        rows_checked=len(X),
+        max_abs_diff=diff,
+        bytes=len(onx),
+        message=f"exported {P.name} v{lm.version} to {out} ({len(onx)/1024:.0f} KB); max abs diff of probabilities on {len(X)} rows {diff:.2g} <= {ONNX_TOLERANCE:g}",
+    )
 
 def onnx_predictor(lm) -> OnnxPredictor:
     "The ONNX predictor for a loaded model: its exported file when there is one, else converted and checked now."
     p = onnx_path(lm.name, lm.version)
     if p.exists(): return OnnxPredictor(p.read_bytes(), lm.schema, lm.classes or None)
-    raise OnnxUnsupported(f"no ONNX export of {lm.name} v{lm.version} at {p}; run first: mlops export --format onnx --params <params.yaml>")
+    raise OnnxUnsupported(
+        f"no ONNX export of {lm.name} v{lm.version} at {p}; run first: mlops export --format onnx --params <params.yaml>"
+    )

@@ -79,7 +79,11 @@ def signature_frame(X: pd.DataFrame, schema: DataSchema) -> pd.DataFrame:
     return X[schema.feature_names].astype({c: 'float64' for c in schema.numeric})
 
 # %% ../nbs/08_tracking.ipynb #cbe4b9b7
-SKOPS_TRUSTED_TYPES = ['numpy.dtype', 'sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor', 'sklearn.tree._tree.Tree']
+SKOPS_TRUSTED_TYPES = [
+    'numpy.dtype',
+    'sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor',
+    'sklearn.tree._tree.Tree',
+]
 
 def skops_version() -> str:
     import skops
@@ -91,11 +95,14 @@ def serialization_format(model) -> str:
     try:
         import skops.io as sio
         bad = [t for t in sio.get_untrusted_types(data=sio.dumps(model)) if t not in SKOPS_TRUSTED_TYPES]
-    except Exception as ex: bad = [f'{type(ex).__name__}: {ex}']
+    except Exception as ex:
+        bad = [f'{type(ex).__name__}: {ex}']
     if not bad: return 'skops'
-    print(f"warning: logging the model with cloudpickle: skops would need to trust {', '.join(map(str, bad[:5]))}", file=sys.stderr)
+    print(
+        f"warning: logging the model with cloudpickle: skops would need to trust {', '.join(map(str, bad[:5]))}",
+        file=sys.stderr,
+    )
     return 'cloudpickle'
-
 
 # %% ../nbs/08_tracking.ipynb #53313672
 def log_model(model, # the fitted sklearn pipeline
@@ -117,10 +124,18 @@ def log_model(model, # the fitted sklearn pipeline
             warnings.simplefilter('ignore')
             fmt = serialization_format(model)
             reqs = pip_requirements() + ([f'skops=={skops_version()}'] if fmt == 'skops' else [])
-            return mlflow.sklearn.log_model(model, name='model', signature=sig, input_example=ex, pip_requirements=reqs,
-                                            extra_files=extra, registered_model_name=registered_name, serialization_format=fmt,
-                                            skops_trusted_types=SKOPS_TRUSTED_TYPES if fmt == 'skops' else None,
-                                            metadata={'schema': schema.to_dict()})
+            return mlflow.sklearn.log_model(
+                model,
+                name='model',
+                signature=sig,
+                input_example=ex,
+                pip_requirements=reqs,
+                extra_files=extra,
+                registered_model_name=registered_name,
+                serialization_format=fmt,
+                skops_trusted_types=SKOPS_TRUSTED_TYPES if fmt == 'skops' else None,
+                metadata={'schema': schema.to_dict()},
+            )
 
 # %% ../nbs/08_tracking.ipynb #deee7356
 @dataclass
@@ -134,9 +149,14 @@ class Decision:
     champion_version: str|None = None
 
     def tags(self) -> dict:
-        return {'promotion.decision': 'promoted' if self.promote else 'rejected', 'promotion.reason': self.reason, 'promotion.metric': self.metric,
-                'promotion.candidate_score': f'{self.candidate:.6g}', 'promotion.champion_score': '' if self.champion is None else f'{self.champion:.6g}',
-                'promotion.champion_version': self.champion_version or ''}
+        return {
+            'promotion.decision': 'promoted' if self.promote else 'rejected',
+            'promotion.reason': self.reason,
+            'promotion.metric': self.metric,
+            'promotion.candidate_score': f'{self.candidate:.6g}',
+            'promotion.champion_score': '' if self.champion is None else f'{self.champion:.6g}',
+            'promotion.champion_version': self.champion_version or '',
+        }
 
 # %% ../nbs/08_tracking.ipynb #88ae9895
 def _fails(metric: str, value: float, bound: float) -> bool:
@@ -152,22 +172,54 @@ def promotion_gate(metrics: dict, # the candidate's test metrics
     cand = float(metrics[m])
     for k, bound in params.promotion.thresholds.items():
         if _fails(k, metrics[k], bound):
-            return Decision(False, f"{k} {metrics[k]:.4g} {'below the minimum' if higher_is_better(k) else 'above the maximum'} {bound:g}", m, cand, champion, champion_version)
+            return Decision(
+                False,
+                f"{k} {metrics[k]:.4g} {'below the minimum' if higher_is_better(k) else 'above the maximum'} {bound:g}",
+                m,
+                cand,
+                champion,
+                champion_version,
+            )
     if champion is None: return Decision(True, 'passes the thresholds; no champion yet', m, cand)
     gain = (cand - champion) if higher_is_better(m) else (champion - cand)
-    if gain > margin: return Decision(True, f"{m} {cand:.4g} beats champion v{champion_version} ({champion:.4g}) by {gain:.4g} > margin {margin:g}", m, cand, champion, champion_version)
-    return Decision(False, f"{m} {cand:.4g} does not beat champion v{champion_version} ({champion:.4g}) by more than margin {margin:g}", m, cand, champion, champion_version)
+    if gain > margin:
+        return Decision(
+            True,
+            f"{m} {cand:.4g} beats champion v{champion_version} ({champion:.4g}) by {gain:.4g} > margin {margin:g}",
+            m,
+            cand,
+            champion,
+            champion_version,
+        )
+    return Decision(
+        False,
+        f"{m} {cand:.4g} does not beat champion v{champion_version} ({champion:.4g}) by more than margin {margin:g}",
+        m,
+        cand,
+        champion,
+        champion_version,
+    )
 
 # %% ../nbs/08_tracking.ipynb #554ec391
 def record_decision(client: MlflowClient, name: str, version: str, d: Decision, run_id: str, move: bool=True) -> None:
     "Tag the version with the decision, then move the aliases when promoted and `move` (the old champion becomes `previous`), then tag the run."
-    for k, v in d.tags().items(): client.set_model_version_tag(name, version, k, v)  # first: a champion always carries its decision
+    for k, v in d.tags().items():
+        client.set_model_version_tag(name, version, k, v)  # first: a champion always carries its decision
     if d.promote and move:
         if d.champion_version: client.set_registered_model_alias(name, 'previous', d.champion_version)
         client.set_registered_model_alias(name, 'champion', version)
     for k, v in d.tags().items(): client.set_tag(run_id, k, v)
-    client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, int(pd.Timestamp.now().timestamp() * 1000), 0) for k, v in
-                                      {'promoted': float(d.promote), f'candidate_{d.metric}': d.candidate, **({f'champion_{d.metric}': d.champion} if d.champion is not None else {})}.items()])
+    client.log_batch(
+        run_id,
+        metrics=[
+            mlflow.entities.Metric(k, v, int(pd.Timestamp.now().timestamp() * 1000), 0)
+            for k, v in {
+                'promoted': float(d.promote),
+                f'candidate_{d.metric}': d.candidate,
+                **({f'champion_{d.metric}': d.champion} if d.champion is not None else {}),
+            }.items()
+        ],
+    )
 
 # %% ../nbs/08_tracking.ipynb #86040174
 class NoModelError(UserError, LookupError):
@@ -197,12 +249,15 @@ class LoadedModel:
 def _load_sklearn(local: Path):
     "The scikit-learn model of a downloaded MLflow model: skops with our own trusted types, else MLflow's loader (cloudpickle)."
     import yaml
-    conf = (yaml.safe_load((local/'MLmodel').read_text()) or {}).get('flavors', {}).get('sklearn', {}) if (local/'MLmodel').exists() else {}
+    conf = (
+        (yaml.safe_load((local / 'MLmodel').read_text()) or {}).get('flavors', {}).get('sklearn', {})
+        if (local / 'MLmodel').exists()
+        else {}
+    )
     if conf.get('serialization_format') == 'skops':
         import skops.io as sio
         return sio.load(local/conf.get('pickled_model', 'model.skops'), trusted=SKOPS_TRUSTED_TYPES)
     return mlflow.sklearn.load_model(str(local))
-
 
 # %% ../nbs/08_tracking.ipynb #f05f02bf
 def registered_version(client: MlflowClient, name: str, alias: str|None, version: str|int|None):
@@ -212,7 +267,9 @@ def registered_version(client: MlflowClient, name: str, alias: str|None, version
         return client.get_model_version_by_alias(name, alias or 'champion')
     except MlflowException:
         what = f"version {version}" if version is not None else f"alias '{alias or 'champion'}'"
-        raise NoModelError(f"no registered model '{name}' with {what} in {mlflow.get_tracking_uri()}; train one with: mlops run --params params/<project>.yaml") from None
+        raise NoModelError(
+            f"no registered model '{name}' with {what} in {mlflow.get_tracking_uri()}; train one with: mlops run --params params/<project>.yaml"
+        ) from None
 
 def load_model(name: str, # the registered model name (the params' `name`)
                alias: str|None='champion', # which alias to load ...
@@ -225,12 +282,26 @@ def load_model(name: str, # the registered model name (the params' `name`)
     mv = registered_version(client, name, alias, version)
     local = Path(mlflow.artifacts.download_artifacts(f'models:/{name}/{mv.version}'))
     model = _load_sklearn(local)
-    schema = DataSchema.from_yaml((local/'extra_files'/'schema.yaml') if (local/'extra_files'/'schema.yaml').exists() else next(local.rglob('schema.yaml')))
+    schema = DataSchema.from_yaml(
+        (local / 'extra_files' / 'schema.yaml')
+        if (local / 'extra_files' / 'schema.yaml').exists()
+        else next(local.rglob('schema.yaml'))
+    )
     imp = next(local.rglob('importance.csv'), None)
     run = client.get_run(mv.run_id)
     metrics = {k.removeprefix('test_'): v for k, v in run.data.metrics.items() if k.startswith('test_')}
-    return LoadedModel(model, schema, name, str(mv.version), mv.run_id, metrics, pd.Timestamp(mv.creation_timestamp, unit='ms', tz='UTC'),
-                       list(mv.aliases), pd.read_csv(imp) if imp else None, f'models:/{name}/{mv.version}')
+    return LoadedModel(
+        model,
+        schema,
+        name,
+        str(mv.version),
+        mv.run_id,
+        metrics,
+        pd.Timestamp(mv.creation_timestamp, unit='ms', tz='UTC'),
+        list(mv.aliases),
+        pd.read_csv(imp) if imp else None,
+        f'models:/{name}/{mv.version}',
+    )
 
 # %% ../nbs/08_tracking.ipynb #8657adad
 def champion_score(name: str, X: pd.DataFrame, y: pd.Series, metric: str, task: str) -> tuple[str|None, float|None]:
@@ -286,10 +357,27 @@ def gate_and_promote(name: str, # the registered model
             time.sleep(settle)
             cur, rivals = _champion_version(client, name), _rivals(client, name, version, t_read - 60)
             if cur == version and not rivals: break
-            d = _reconcile(client, name, version, cur, rivals, d, lambda v: scores[v] if v in scores else scores.setdefault(v, _version_score(name, v, X, y, m, params.task)))
+            d = _reconcile(
+                client,
+                name,
+                version,
+                cur,
+                rivals,
+                d,
+                lambda v: (
+                    scores[v] if v in scores else scores.setdefault(v, _version_score(name, v, X, y, m, params.task))
+                ),
+            )
             if not d.promote: break
         if d.promote and _champion_version(client, name) != version:
-            d = Decision(False, f"promotion of v{version} lost to concurrent promotions after {rounds} rounds", m, d.candidate, d.champion, d.champion_version)
+            d = Decision(
+                False,
+                f"promotion of v{version} lost to concurrent promotions after {rounds} rounds",
+                m,
+                d.candidate,
+                d.champion,
+                d.champion_version,
+            )
         record_decision(client, name, version, d, run_id, move=False)
         return d
 
@@ -300,29 +388,63 @@ def _move_aliases(client: MlflowClient, name: str, version: str, old: str|None) 
 def _rivals(client: MlflowClient, name: str, version: str, since: float) -> list[str]:
     "Other versions that started moving the champion alias since `since` (their `promotion.intent` tag)."
     vs = client.search_model_versions(f"name='{name}'")
-    return [str(v.version) for v in vs if str(v.version) != version and float(v.tags.get('promotion.intent', 0) or 0) >= since]
+    return [
+        str(v.version)
+        for v in vs
+        if str(v.version) != version and float(v.tags.get('promotion.intent', 0) or 0) >= since
+    ]
 
 def _reconcile(client, name, version, cur, rivals, d, score) -> Decision:
     "After a concurrent move: the best of us, the champion and the rivals on our test rows keeps (or gets) the alias."
     m = d.metric
     others = {v: score(v) for v in dict.fromkeys([*rivals, *([cur] if cur and cur != version else [])])}
     best = max(others, key=lambda v: others[v] if higher_is_better(m) else -others[v]) if others else None
-    gain = None if best is None else (d.candidate - others[best]) if higher_is_better(m) else (others[best] - d.candidate)
+    gain = (
+        None if best is None else (d.candidate - others[best]) if higher_is_better(m) else (others[best] - d.candidate)
+    )
     if best is None or gain > 0:  # we are the best: keep or take the alias back
         if cur != version: _move_aliases(client, name, version, cur)
-        return d if best is None else Decision(True, f"{m} {d.candidate:.4g} beats concurrent v{best} ({others[best]:.4g}) on these rows", m, d.candidate, others[best], best)
+        return (
+            d
+            if best is None
+            else Decision(
+                True,
+                f"{m} {d.candidate:.4g} beats concurrent v{best} ({others[best]:.4g}) on these rows",
+                m,
+                d.candidate,
+                others[best],
+                best,
+            )
+        )
     if cur != best: _move_aliases(client, name, best, cur)
-    return Decision(False, f"{m} {d.candidate:.4g} does not beat concurrent candidate v{best} ({others[best]:.4g}) on these rows", m, d.candidate, others[best], best)
+    return Decision(
+        False,
+        f"{m} {d.candidate:.4g} does not beat concurrent candidate v{best} ({others[best]:.4g}) on these rows",
+        m,
+        d.candidate,
+        others[best],
+        best,
+    )
 
 # %% ../nbs/08_tracking.ipynb #54de1b8f
 def model_versions(name: str) -> pd.DataFrame:
     "The registered versions of `name` with their aliases, newest first (empty when none)."
     client = MlflowClient()
-    try: vs = client.search_model_versions(f"name='{name}'")
+    try:vs = client.search_model_versions(f"name='{name}'")
     except MlflowException: return pd.DataFrame(columns=['version', 'aliases', 'run_id', 'created', 'decision'])
-    rows = [dict(version=str(v.version), aliases=','.join(v.aliases), run_id=v.run_id, created=pd.Timestamp(v.creation_timestamp, unit='ms', tz='UTC'),
-                 decision=v.tags.get('promotion.decision', '')) for v in vs]
-    return pd.DataFrame(rows, columns=['version', 'aliases', 'run_id', 'created', 'decision']).sort_values('version', key=lambda s: s.astype(int), ascending=False, ignore_index=True)
+    rows = [
+        dict(
+            version=str(v.version),
+            aliases=','.join(v.aliases),
+            run_id=v.run_id,
+            created=pd.Timestamp(v.creation_timestamp, unit='ms', tz='UTC'),
+            decision=v.tags.get('promotion.decision', ''),
+        )
+        for v in vs
+    ]
+    return pd.DataFrame(rows, columns=['version', 'aliases', 'run_id', 'created', 'decision']).sort_values(
+        'version', key=lambda s: s.astype(int), ascending=False, ignore_index=True
+    )
 
 # %% ../nbs/08_tracking.ipynb #3d448a0b
 _MODELS: dict = {}   # (tracking uri, name, version, run id) -> LoadedModel, in this process
@@ -349,13 +471,30 @@ def cached_model(name: str, # the registered model name
         tmp = Path(tempfile.mkdtemp(prefix=f'.{local.name}-', dir=local.parent))
         try:
             mlflow.artifacts.download_artifacts(f'models:/{name}/{mv.version}', dst_path=str(tmp))
-            try: os.replace(tmp, local)
+            try:os.replace(tmp, local)
             except OSError: pass   # another process cached it first
-        finally: shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     model = mlflow.sklearn.load_model(str(local))
-    schema = DataSchema.from_yaml((local/'extra_files'/'schema.yaml') if (local/'extra_files'/'schema.yaml').exists() else next(local.rglob('schema.yaml')))
+    schema = DataSchema.from_yaml(
+        (local / 'extra_files' / 'schema.yaml')
+        if (local / 'extra_files' / 'schema.yaml').exists()
+        else next(local.rglob('schema.yaml'))
+    )
     imp = next(local.rglob('importance.csv'), None)
-    metrics = {k.removeprefix('test_'): v for k, v in client.get_run(mv.run_id).data.metrics.items() if k.startswith('test_')}
-    _MODELS[key] = LoadedModel(model, schema, name, str(mv.version), mv.run_id, metrics, pd.Timestamp(mv.creation_timestamp, unit='ms', tz='UTC'),
-                               list(mv.aliases), pd.read_csv(imp) if imp else None, f'models:/{name}/{mv.version}')
+    metrics = {
+        k.removeprefix('test_'): v for k, v in client.get_run(mv.run_id).data.metrics.items() if k.startswith('test_')
+    }
+    _MODELS[key] = LoadedModel(
+        model,
+        schema,
+        name,
+        str(mv.version),
+        mv.run_id,
+        metrics,
+        pd.Timestamp(mv.creation_timestamp, unit='ms', tz='UTC'),
+        list(mv.aliases),
+        pd.read_csv(imp) if imp else None,
+        f'models:/{name}/{mv.version}',
+    )
     return _MODELS[key]

@@ -6,6 +6,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 URI_VARS = ('MLFLOW_TRACKING_URI', 'MLFLOW_REGISTRY_URI')   # mlflow.set_tracking_uri/set_registry_uri export them
+CHROMIUM = '/usr/bin/chromium'   # Debian's package (`make browser`)
+CHROMIUM_ARGS = ['--no-sandbox', '--headless', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
+                 '--disable-component-update', '--disable-sync', '--no-first-run']
 for _v in URI_VARS: os.environ.pop(_v, None)   # a developer's own store must not leak into the tests
 
 
@@ -114,3 +117,13 @@ def pytest_collection_modifyitems(config, items):
 def pytest_terminal_summary(terminalreporter, config):
     n = getattr(config, '_mlops_quarantined', 0)
     if n: terminalreporter.write_line(f"QUARANTINED: {n} tests left out (tests/QUARANTINE lists them with the reason; `make test-quarantine` runs them)", yellow=True)
+
+
+@pytest.fixture(scope='module')
+def browser():
+    "Debian's chromium, headless, launched by Playwright once per test module (Playwright never downloads a browser here)."
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

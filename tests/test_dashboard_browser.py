@@ -5,13 +5,10 @@ Needs /usr/bin/chromium (`make browser`); Playwright never downloads a browser h
 import os, shutil, signal, subprocess, time, urllib.error, urllib.request
 from pathlib import Path
 import pytest
-from conftest import BIN, ROOT, copy_outputs, mlops_env
+from conftest import BIN, CHROMIUM, ROOT, copy_outputs, mlops_env
 from mlops_lib.config import free_port
 from mlops_lib.schema import DataSchema
 
-CHROMIUM = '/usr/bin/chromium'
-CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
-                 '--disable-component-update', '--no-first-run', '--disable-sync']
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason='needs Debian chromium at /usr/bin/chromium: run `make browser`')
 
 
@@ -46,15 +43,6 @@ def dashboard(smoke_model, tmp_path_factory):
     proc, url = start_dashboard(smoke_model['outputs'], tmp_path_factory.mktemp('dash')/'voila.log')
     yield url
     stop(proc)
-
-
-@pytest.fixture(scope='module')
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -9,12 +9,9 @@ import os, re, subprocess, sys, time, urllib.request
 from pathlib import Path
 import nbformat
 import pytest
-from conftest import ROOT
+from conftest import CHROMIUM, ROOT
 from mlops_lib.config import free_port
 
-CHROMIUM = '/usr/bin/chromium'
-CHROMIUM_ARGS = ['--no-sandbox', '--headless', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-                 '--disable-sync', '--no-first-run']
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason='needs Debian chromium at /usr/bin/chromium: run `make browser`')
 sys.path.insert(0, str(ROOT/'tools'))
 import docs  # noqa: E402
@@ -57,15 +54,6 @@ def server(site):
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-@pytest.fixture(scope='module')
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlops_lib.config import MonitorParams
-from mlops_lib.monitor import (categorical_drift, dataset_drift, drift_figures, drift_html, drift_metrics, drift_report,
-                               feature_drift, numeric_drift, prediction_drift, psi)
+from mlops_lib.drift import (categorical_drift, dataset_drift, drift_figures, drift_html, drift_metrics, drift_report,
+                             feature_drift, numeric_drift, prediction_drift, psi)
 
 CFG = MonitorParams()
 NUM, CAT = ['n1', 'n2', 'n3', 'n4'], ['c1', 'c2', 'c3']

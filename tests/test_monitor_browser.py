@@ -4,11 +4,11 @@ import os, subprocess, time
 from pathlib import Path
 import pandas as pd, pytest
 import mlflow
-from conftest import BIN, ROOT, mlops_env
+from conftest import BIN, CHROMIUM, ROOT, mlops_env
 from mlops_lib.config import free_port
 from mlops_lib.predlog import PredictionLog
 from mlops_lib.samples import make_drifted
-from test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, stop
+from test_dashboard_browser import stop
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason='needs Debian chromium at /usr/bin/chromium: run `make browser`')
 
@@ -38,22 +38,19 @@ def served_dashboard(smoke_model, tmp_path_factory):
     finally: stop(proc)
 
 
-def test_monitoring_tab_in_browser(served_dashboard, tmp_path):
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = b.new_page(viewport={'width': 1280, 'height': 1000})
-            page.goto(served_dashboard['url'], timeout=180_000)
-            page.click('.lm-TabBar-tab:has-text("Monitoring")', timeout=180_000)
-            live = page.locator('.mlops-live')
-            live.wait_for(timeout=60_000)
-            text = live.inner_text()
-            n = served_dashboard['rows']
-            for part in (f'Live service: {n:,} requests in the last 1h', 'p50 7 ms', f"{served_dashboard['flagged'] / n:.1%} of rows", 'DATASET DRIFT', 'AnnualSalary'):
-                assert part in text, (part, text)
-            page.locator('.mlops-live-refresh').click()
-            page.wait_for_timeout(500)
-            assert 'Live service:' in page.locator('.mlops-live').inner_text()
-            page.screenshot(path=str(tmp_path/'monitoring.png'), full_page=True)
-        finally: b.close()
+def test_monitoring_tab_in_browser(served_dashboard, browser, tmp_path):
+    page = browser.new_page(viewport={'width': 1280, 'height': 1000})
+    try:
+        page.goto(served_dashboard['url'], timeout=180_000)
+        page.click('.lm-TabBar-tab:has-text("Monitoring")', timeout=180_000)
+        live = page.locator('.mlops-live')
+        live.wait_for(timeout=60_000)
+        text = live.inner_text()
+        n = served_dashboard['rows']
+        for part in (f'Live service: {n:,} requests in the last 1h', 'p50 7 ms', f"{served_dashboard['flagged'] / n:.1%} of rows", 'DATASET DRIFT', 'AnnualSalary'):
+            assert part in text, (part, text)
+        page.locator('.mlops-live-refresh').click()
+        page.wait_for_timeout(500)
+        assert 'Live service:' in page.locator('.mlops-live').inner_text()
+        page.screenshot(path=str(tmp_path/'monitoring.png'), full_page=True)
+    finally: page.close()
