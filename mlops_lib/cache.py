@@ -11,7 +11,7 @@ from . import __version__
 from .config import Params, atomic_path, outputs_dir, project_root, resolve_path
 
 # %% auto #0
-__all__ = ['STEP_IO', 'StepIO', 'producers', 'Digests', 'notebook_hash', 'library_digest', 'params_slice', 'data_files',
+__all__ = ['STEP_IO', 'STEPS', 'StepIO', 'producers', 'Digests', 'notebook_hash', 'library_digest', 'params_slice', 'data_files',
            'step_key', 'link_file', 'Plan', 'key', 'lookup', 'record', 'changed', 'reuse', 'unchanged_message']
 
 # %% ../nbs/09a_cache.ipynb #010fb768
@@ -153,14 +153,14 @@ class Plan:
         return self.force == 'all' or self.order.index(step) >= self.order.index(self.force)
 
 # %% ../nbs/09a_cache.ipynb #bd6348a7
-_STEPS = {
+STEPS = {
     'ingest': '10_ingest',
     'eda': '20_eda',
     'tune': '30_tune',
     'train': '40_train',
     'predict': '50_predict',
     'monitor': '60_monitor',
-}  # = pipeline.STEPS (that module imports mlflow: slow for --if-changed)
+}  # the step notebooks in run order; here, not in `pipeline`, which imports mlflow (slow for --if-changed)
 
 def _stamp(run_dir: Path, step: str) -> str|None:
     try: return json.loads((run_dir/'steps'/f'{step}.cache.json').read_text())['key']
@@ -175,7 +175,7 @@ def key(self: Plan, step: str) -> str|None:
         reads[r] = self.digests.get(r) or self.dg(self.run_dir/r)
         if reads[r] is None: return None
     up = {s: self.keys.get(s) or _stamp(self.run_dir, s) for s in producers(step)}
-    nb = self.nb_dir/f'{_STEPS[step]}.ipynb'
+    nb = self.nb_dir/f'{STEPS[step]}.ipynb'
     m = dict(
         step=step,
         params=params_slice(self.params, io.params),
@@ -212,7 +212,7 @@ def record(self: Plan, step: str, run_id: str, cached_from: str|None=None) -> di
     k = self.keys.get(step) or self.key(step)
     outs = {
         n: [self.dg(self.run_dir / n), (self.run_dir / n).stat().st_size]
-        for n in _outputs(self.run_dir, step, _STEPS[step])
+        for n in _outputs(self.run_dir, step, STEPS[step])
     }
     self.digests.update({n: d for n, (d, _) in outs.items()})
     self.dg.save()
@@ -260,7 +260,7 @@ def reuse(self: Plan, step: str, client, child: str, pid: str) -> dict|None:
     k = self.key(step)
     rec = self.lookup(step, k)
     if rec is None:
-        nb_out = self.run_dir / f'{_STEPS[step]}.ipynb'  # papermill writes in place: never through a hard link into another run
+        nb_out = self.run_dir / f'{STEPS[step]}.ipynb'  # papermill writes in place: never through a hard link into another run
         if nb_out.exists() and nb_out.stat().st_nlink > 1: nb_out.unlink()
         return None
     src = Path(rec['run_dir'])
@@ -295,7 +295,7 @@ def reuse(self: Plan, step: str, client, child: str, pid: str) -> dict|None:
     shown, _ = _key(step_rec)
     return {
         **step_rec,
-        'step': _STEPS[step],
+        'step': STEPS[step],
         'seconds': round(time.perf_counter() - t0, 2),
         'key': shown,
         'decision': decision or 'cached',

@@ -268,9 +268,7 @@ def predict_file_dask(
     progress=True,
     rejects=None,
     run_id=None,
-    on_unexpected: (
-        str | None
-    ) = None,  # 'score' or 'reject' rows breaking an expectation (default: params `predict.on_unexpected`)
+    on_unexpected: str | None = None,  # 'score' or 'reject' rows breaking an expectation (default: params `predict.on_unexpected`)
     blocksize: str | int = '64MB',  # CSV bytes per partition
 ) -> dict:
     "`predict_file` on Dask: partitions scored by the workers, the output committed atomically, the batch tracked as an MLflow run."
@@ -329,19 +327,7 @@ def predict_file_dask(
     msg = (
         f"scored {tally.rows_scored:,} of {tally.rows_in:,} rows of {input} with {lm.name} v{lm.version} on Dask ({info['partitions']} partitions, "
         f"{info['workers']} workers) in {secs:.1f} s ({tally.rows_in/secs:,.0f} rows/s) -> {out}"
-        + (f"; {tally.rows_rejected:,} invalid rows -> {rej} ({tally.problems()})" if tally.rows_rejected else '')
-        + (f"; {tally.rows_flagged:,} rows flagged in _flags ({tally.flags()})" if tally.rows_flagged else '')
+        + tally.outcome(rej)
         + f"; MLflow run {rid}"
     )
-    return dict(
-        model=lm.name,
-        model_version=lm.version,
-        output=str(out),
-        rejects=str(rej) if tally.rows_rejected else None,
-        run_id=rid,
-        on_invalid=on_invalid,
-        on_unexpected=on_unexpected,
-        backend='dask',
-        **metrics,
-        message=msg,
-    )
+    return tally.result(lm, out, rej, rid, on_invalid, on_unexpected, backend='dask', **metrics, message=msg)

@@ -25,20 +25,13 @@ from mlops_lib.config import (
 from .tracking import setup_tracking
 
 # %% auto #0
-__all__ = ['STEPS', 'DEFAULT_STEPS', 'WARM_MODULES', 'RESET_CODE', 'parse_steps', 'StepContext', 'process_tags', 'process_gone',
+__all__ = ['DEFAULT_STEPS', 'WARM_MODULES', 'RESET_CODE', 'parse_steps', 'StepContext', 'process_tags', 'process_gone',
            'mark_stale_runs', 'start_step', 'StepFailed', 'kernel_name', 'git_commit', 'RunResult', 'warm_code',
            'StepKernel', 'atomic_notebook_writes', 'take_kernel', 'give_back', 'shutdown_kernels', 'execute_step',
            'check_spaces', 'RunFolderError', 'make_run_dir', 'run_pipeline']
 
 # %% ../nbs/09_pipeline.ipynb #879cd01a
-STEPS = {
-    'ingest': '10_ingest',
-    'eda': '20_eda',
-    'tune': '30_tune',
-    'train': '40_train',
-    'predict': '50_predict',
-    'monitor': '60_monitor',
-}
+from .cache import STEPS  # step -> notebook, in run order
 DEFAULT_STEPS = ['ingest', 'eda', 'tune', 'train']
 
 def parse_steps(spec: str|list|None) -> list[str]:

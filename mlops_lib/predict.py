@@ -263,6 +263,19 @@ def metrics(self: BatchTally) -> dict:
         m.update(positive_rate=self.counts.get(self.classes_[1], 0) / n, mean_probability=s['proba'] / n)
     return m
 
+@patch
+def outcome(self: BatchTally, rejects) -> str:
+    "The rejected and flagged parts of a batch's closing line ('' when there are neither)."
+    rejected = f"; {self.rows_rejected:,} invalid rows -> {rejects} ({self.problems()})" if self.rows_rejected else ''
+    flagged = f"; {self.rows_flagged:,} rows flagged in _flags ({self.flags()})" if self.rows_flagged else ''
+    return rejected + flagged
+
+@patch
+def result(self: BatchTally, lm, output, rejects, run_id: str, on_invalid: str, on_unexpected: str, **extra) -> dict:
+    "What `predict_file` (and the Dask path) return: the model, the files, the run and the options, plus `extra`."
+    return dict(model=lm.name, model_version=lm.version, output=str(output), rejects=str(rejects) if self.rows_rejected else None,
+                run_id=run_id, on_invalid=on_invalid, on_unexpected=on_unexpected, **extra)
+
 # %% ../nbs/11_predict.ipynb #151ef71d
 def _start_batch_run(client: MlflowClient, exp_id: str, lm: LoadedModel, alias: str|None, src: Path, out: Path, on_invalid: str, chunk_size: int,
                      run_id: str|None=None, on_unexpected: str='score') -> str:
@@ -359,9 +372,7 @@ def predict_file(
     progress: bool = True,  # show a progress bar
     rejects: str | Path | None = None,  # the rejects file (default: `<output stem>.rejects.csv` beside the output)
     run_id: str | None = None,  # track the batch in this existing run (the step notebook's) instead of a new one
-    on_unexpected: (
-        str | None
-    ) = None,  # 'score' or 'reject' rows breaking an expectation (default: params `predict.on_unexpected`)
+    on_unexpected: str | None = None,  # 'score' or 'reject' rows breaking an expectation (default: params `predict.on_unexpected`)
 ) -> dict:
     "Validate and score a batch file in chunks with a registered model; write the output atomically; track it as an MLflow run."
     P = load_params(params_file)
@@ -393,19 +404,7 @@ def predict_file(
     msg = (
         f"scored {tally.rows_scored:,} of {tally.rows_in:,} rows of {src.name} with {lm.name} v{lm.version} in {secs:.1f} s "
         f"({tally.rows_in/secs:,.0f} rows/s) -> {out}"
-        + (f"; {tally.rows_rejected:,} invalid rows -> {rej} ({tally.problems()})" if tally.rows_rejected else '')
-        + (f"; {tally.rows_flagged:,} rows flagged in _flags ({tally.flags()})" if tally.rows_flagged else '')
+        + tally.outcome(rej)
         + f"; MLflow run {rid}"
     )
-    return dict(
-        model=lm.name,
-        model_version=lm.version,
-        output=str(out),
-        rejects=str(rej) if tally.rows_rejected else None,
-        run_id=rid,
-        on_invalid=on_invalid,
-        on_unexpected=on_unexpected,
-        chunk_size=chunk_size,
-        **metrics,
-        message=msg,
-    )
+    return tally.result(lm, out, rej, rid, on_invalid, on_unexpected, chunk_size=chunk_size, **metrics, message=msg)

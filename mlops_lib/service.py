@@ -630,6 +630,21 @@ def _string_imputers(model):
     walk(m)
     return m
 
+@contextlib.contextmanager
+def _bool_attributes_as_ints():
+    "While converting: lists of booleans given to `onnx.helper.make_attribute` become ints."
+    # skl2onnx 1.20 gives HistGradientBoosting's `nodes_missing_value_tracks_true` as booleans; onnx 1.23's protobuf
+    # refuses them ("Field onnx.AttributeProto.ints: Expected an int, got a boolean"). The values mean 0/1 either way.
+    import onnx.helper as H
+    orig = H.make_attribute
+    def make_attribute(key, value, *args, **kw):
+        if isinstance(value, (list, tuple, np.ndarray)) and any(isinstance(v, (bool, np.bool_)) for v in value):
+            value = [int(v) for v in value]
+        return orig(key, value, *args, **kw)
+    H.make_attribute = make_attribute
+    try: yield
+    finally: H.make_attribute = orig
+
 def to_onnx_bytes(model, schema) -> bytes:
     "Convert a fitted pipeline to ONNX (float32 numeric inputs, string categorical ones); `OnnxUnsupported` with the converter's reason."
     try:
@@ -639,7 +654,8 @@ def to_onnx_bytes(model, schema) -> bytes:
     types = [(c.name, FloatTensorType([None, 1]) if c.kind == 'numeric' else StringTensorType([None, 1])) for c in schema.features]
     model = _string_imputers(model)
     opts = {id(model.steps[-1][1] if hasattr(model, 'steps') else model): {'zipmap': False}} if schema.task == 'classification' else None
-    try: return to_onnx(model, initial_types=types, options=opts, target_opset=17).SerializeToString()
+    try:
+        with _bool_attributes_as_ints(): return to_onnx(model, initial_types=types, options=opts, target_opset=17).SerializeToString()
     except Exception as ex: raise OnnxUnsupported(f"{type(model.steps[-1][1] if hasattr(model, 'steps') else model).__name__}: skl2onnx cannot convert it ({type(ex).__name__}: {str(ex).splitlines()[0][:300] if str(ex) else ''})") from None
 
 def onnx_check(lm, onx: bytes, X: pd.DataFrame) -> float:

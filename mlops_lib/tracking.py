@@ -271,6 +271,17 @@ def registered_version(client: MlflowClient, name: str, alias: str|None, version
             f"no registered model '{name}' with {what} in {mlflow.get_tracking_uri()}; train one with: mlops run --params params/<project>.yaml"
         ) from None
 
+def _loaded_model(model, local: Path, client, name: str, mv) -> LoadedModel:
+    "A `LoadedModel` from a downloaded model folder: its schema, importance table and the training run's test metrics."
+    yml = local/'extra_files'/'schema.yaml'
+    schema = DataSchema.from_yaml(yml if yml.exists() else next(local.rglob('schema.yaml')))
+    imp = next(local.rglob('importance.csv'), None)
+    run = client.get_run(mv.run_id)
+    metrics = {k.removeprefix('test_'): v for k, v in run.data.metrics.items() if k.startswith('test_')}
+    created = pd.Timestamp(mv.creation_timestamp, unit='ms', tz='UTC')
+    return LoadedModel(model, schema, name, str(mv.version), mv.run_id, metrics, created, list(mv.aliases),
+                       pd.read_csv(imp) if imp else None, f'models:/{name}/{mv.version}')
+
 def load_model(name: str, # the registered model name (the params' `name`)
                alias: str|None='champion', # which alias to load ...
                version: str|int|None=None, # ... or which version number
@@ -282,26 +293,7 @@ def load_model(name: str, # the registered model name (the params' `name`)
     mv = registered_version(client, name, alias, version)
     local = Path(mlflow.artifacts.download_artifacts(f'models:/{name}/{mv.version}'))
     model = _load_sklearn(local)
-    schema = DataSchema.from_yaml(
-        (local / 'extra_files' / 'schema.yaml')
-        if (local / 'extra_files' / 'schema.yaml').exists()
-        else next(local.rglob('schema.yaml'))
-    )
-    imp = next(local.rglob('importance.csv'), None)
-    run = client.get_run(mv.run_id)
-    metrics = {k.removeprefix('test_'): v for k, v in run.data.metrics.items() if k.startswith('test_')}
-    return LoadedModel(
-        model,
-        schema,
-        name,
-        str(mv.version),
-        mv.run_id,
-        metrics,
-        pd.Timestamp(mv.creation_timestamp, unit='ms', tz='UTC'),
-        list(mv.aliases),
-        pd.read_csv(imp) if imp else None,
-        f'models:/{name}/{mv.version}',
-    )
+    return _loaded_model(model, local, client, name, mv)
 
 # %% ../nbs/08_tracking.ipynb #8657adad
 def champion_score(name: str, X: pd.DataFrame, y: pd.Series, metric: str, task: str) -> tuple[str|None, float|None]:
@@ -476,25 +468,5 @@ def cached_model(name: str, # the registered model name
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     model = mlflow.sklearn.load_model(str(local))
-    schema = DataSchema.from_yaml(
-        (local / 'extra_files' / 'schema.yaml')
-        if (local / 'extra_files' / 'schema.yaml').exists()
-        else next(local.rglob('schema.yaml'))
-    )
-    imp = next(local.rglob('importance.csv'), None)
-    metrics = {
-        k.removeprefix('test_'): v for k, v in client.get_run(mv.run_id).data.metrics.items() if k.startswith('test_')
-    }
-    _MODELS[key] = LoadedModel(
-        model,
-        schema,
-        name,
-        str(mv.version),
-        mv.run_id,
-        metrics,
-        pd.Timestamp(mv.creation_timestamp, unit='ms', tz='UTC'),
-        list(mv.aliases),
-        pd.read_csv(imp) if imp else None,
-        f'models:/{name}/{mv.version}',
-    )
+    _MODELS[key] = _loaded_model(model, local, client, name, mv)
     return _MODELS[key]
