@@ -320,9 +320,10 @@ def _flags(n: int, parts: list) -> np.ndarray:
 
 def _plain_numeric(df: pd.DataFrame, schema: DataSchema) -> list[ColumnSpec]:
     "Numeric features held in a numeric (not boolean) column with no declared constraint: they need no parsing, no contract check."
+    dtypes = df.dtypes  # once: a column lookup per feature costs more than the check on wide data
     def plain(c):
-        s = df[c.name]
-        return not c.constraints and pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+        t = dtypes[c.name]
+        return not c.constraints and pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t)
     return [c for c in schema.features if c.kind == 'numeric' and plain(c)]
 
 def _block_expectations(df: pd.DataFrame, specs: list[ColumnSpec]) -> tuple[np.ndarray, list[tuple[int, np.ndarray, str]]]:
