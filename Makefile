@@ -49,7 +49,7 @@ docs: setup ## Build the docs site offline into _docs/ (executes the library not
 	$(BIN)/python tools/docs.py --out _docs
 
 nbdev-test: setup ## Run the library notebooks as tests
-	$(BIN)/nbdev_test --n_workers 2 --timing
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/nbdev_test --n_workers 2 --timing   # one OpenMP thread per notebook process: see tests/conftest.py
 
 TEST_WORKERS ?= 2
 pytest: setup ## Run the pytest suite in TEST_WORKERS processes, a test file each at a time (no tests collected is a failure)

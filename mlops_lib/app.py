@@ -719,7 +719,6 @@ class BatchPanel:
         "Score an uploaded file and show the results; return the message."
         self.scored, self.rejects, msg = score_batch_csv(self.lm, data, self.max_mb, filename)
         kind = 'error' if self.scored is None else 'warn' if len(self.rejects) else 'ok'
-        self.message.value = message_html(msg, kind)
         self.table.value = (
             '' if self.scored is None or not len(self.scored) else '<h4>Scored rows</h4>' + table_html(self.scored)
         )
@@ -733,6 +732,9 @@ class BatchPanel:
             if self.rejects is None or not len(self.rejects)
             else '<h4>Invalid rows (left out)</h4>' + table_html(self.rejects, cls='mlops-table mlops-rejects')
         )
+        # The message goes last: it tells the reader the upload is done, so the tables must already be there
+        # (each widget's value reaches the browser as its own message, in the order set here).
+        self.message.value = message_html(msg, kind)
         return msg
 
 # %% ../nbs/12_app.ipynb #70fc6b34

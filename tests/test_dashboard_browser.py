@@ -5,6 +5,7 @@ Needs /usr/bin/chromium (`make browser`); Playwright never downloads a browser h
 import os, shutil, signal, subprocess, time, urllib.error, urllib.request
 from pathlib import Path
 import pytest
+from playwright.sync_api import expect
 from conftest import BIN, CHROMIUM, ROOT, copy_outputs, mlops_env
 from mlops_lib.config import free_port
 from mlops_lib.schema import DataSchema
@@ -99,8 +100,10 @@ def test_predict_and_batch_in_browser(dashboard, browser, shot, smoke_model):
     with page.expect_file_chooser() as chooser: page.click('.mlops-upload')   # the widget makes its <input type=file> on click
     chooser.value.set_files(files=[{'name': 'new.csv', 'mimeType': 'text/csv', 'buffer': '\n'.join(rows).encode()}])
     page.wait_for_selector('.mlops-batch-msg :text("new.csv: scored 3 of 4 rows; 1 invalid row(s) left out")')
-    assert page.locator('.mlops-batch-table table tbody tr').count() == 3
+    # the panel sets the message last, but the browser renders each widget's update on its own: allow it a moment
+    expect(page.locator('.mlops-batch-table table tbody tr')).to_have_count(3, timeout=10_000)
     errors = page.locator('.mlops-batch-errors table tbody tr')
+    expect(errors).to_have_count(1, timeout=10_000)
     assert errors.count() == 1 and errors.first.locator('td').all_inner_texts() == ['3', num.name, 'oops', 'not a number']
     assert page.locator('a.mlops-download[download="new_scored.csv"]').count() == 1
     shot(page, '4_batch')
