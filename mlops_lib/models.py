@@ -141,7 +141,7 @@ class TuneResult:
     n_candidates: int
     fit_seconds: float
     cv_results: pd.DataFrame # the full CV results table
-    best_estimator: Pipeline
+    best_estimator: Pipeline|None  # None: the searches do not refit (40_train fits the winner once, on all training rows)
 
 # %% ../nbs/07_models.ipynb #92db9dd7
 def _cv(params: Params):

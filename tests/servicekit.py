@@ -1,5 +1,5 @@
 "Helpers for the service tests: start `mlops serve` on a free loopback port, read a process's RSS."
-import subprocess
+import subprocess, tempfile
 from contextlib import contextmanager
 from conftest import BIN, ROOT, mlops_env
 from mlops_lib.config import free_port
@@ -10,16 +10,18 @@ from mlops_lib.serve import stop_process, wait_until_ready
 def running_service(outputs, *args, params='params/smoke.yaml', timeout=180, **env):
     "`mlops serve` with MLOPS_OUTPUTS=outputs; yields (url, process); its process group is stopped at the end, even on failure."
     port = free_port()
-    p = subprocess.Popen([str(BIN/'mlops'), 'serve', '--params', str(ROOT/params), '--port', str(port), *map(str, args)], cwd=ROOT,
-                         env=mlops_env(outputs, **env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    url = f'http://127.0.0.1:{port}'
-    try:
-        try: wait_until_ready(url, timeout=timeout, proc=p)
-        except Exception:
-            stop_process(p); raise AssertionError(f"mlops serve did not start:\n{p.stdout.read()[-3000:]}")
-        yield url, p
-    finally:
-        stop_process(p)
+    # The server's output goes to a file: a pipe nobody reads fills after 64 KB and then blocks the server.
+    with tempfile.TemporaryFile('w+') as log:
+        p = subprocess.Popen([str(BIN/'mlops'), 'serve', '--params', str(ROOT/params), '--port', str(port), *map(str, args)], cwd=ROOT,
+                             env=mlops_env(outputs, **env), stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        url = f'http://127.0.0.1:{port}'
+        try:
+            try: wait_until_ready(url, timeout=timeout, proc=p)
+            except Exception:
+                stop_process(p); log.seek(0); raise AssertionError(f"mlops serve did not start:\n{log.read()[-3000:]}")
+            yield url, p
+        finally:
+            stop_process(p)
 
 
 def rss_mb(pid: int) -> float:

@@ -27,12 +27,12 @@ def prometheus(service, tmp_path):
     cfg = tmp_path/'prometheus.yml'
     cfg.write_text(f"global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: mlops\n    static_configs:\n      - targets: ['{target}']\n")
     p = subprocess.Popen([PROMETHEUS, f'--config.file={cfg}', f'--storage.tsdb.path={tmp_path/"tsdb"}', f'--web.listen-address=127.0.0.1:{port}'],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    url = f'http://127.0.0.1:{port}'
+                         stdout=open(tmp_path/'prometheus.log', 'w'), stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    url = f'http://127.0.0.1:{port}'   # its log goes to a file: an unread pipe fills and blocks it
     try:
         t0 = time.time()
         while True:
-            assert p.poll() is None, p.stdout.read()[-2000:]
+            assert p.poll() is None, (tmp_path/'prometheus.log').read_text()[-2000:]
             try:
                 if requests.get(f'{url}/-/ready', timeout=2).status_code == 200: break
             except requests.RequestException: pass
