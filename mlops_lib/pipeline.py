@@ -270,7 +270,14 @@ class StepKernel:
 
     def _start(self, uri, cwd):
         try:
-            self.km.start_kernel(cwd=cwd or str(project_root()), extra_arguments=['--IPKernelApp.log_level=CRITICAL'])
+            # Not our stdout/stderr: the kernel's output comes over its channels, and processes the kernel starts
+            # (joblib's workers) must not hold the pipe of whoever reads `mlops run` after it has exited.
+            self.km.start_kernel(
+                cwd=cwd or str(project_root()),
+                extra_arguments=['--IPKernelApp.log_level=CRITICAL'],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             self.run(warm_code(uri))
         except Exception as ex:
             self.error = ex
@@ -306,13 +313,20 @@ class StepKernel:
 
     def shutdown(self) -> None:
         "Kill the kernel process at once and remove its connection file (no round trip through an event loop)."
-        import os
+        import os, signal
         self._ready.join(); self.close_clients()
-        proc = getattr(getattr(self.km, 'provisioner', None), 'process', None)
+        prov = getattr(self.km, 'provisioner', None)
+        proc, pgid = getattr(prov, 'process', None), getattr(prov, 'pgid', None)
         if proc is not None and proc.poll() is None:
             proc.kill()
             try:proc.wait(10)
             except Exception: pass
+        # The kernel runs in its own session; what it started lives on in that group: joblib's loky workers and their
+        # resource tracker (idle for 300 s before they exit), which would keep `mlops run` alive in the eyes of a
+        # caller reading its output. Never our own group.
+        if pgid and pgid != os.getpgrp():
+            try: os.killpg(pgid, signal.SIGKILL)
+            except OSError: pass
         try:os.remove(self.km.connection_file)
         except OSError: pass
 

@@ -202,7 +202,9 @@ def test_car_purchase_champion_is_near_bayes_optimal(tmp_path, monkeypatch):
     p = yaml.safe_load((ROOT/'params/car_purchase.yaml').read_text())
     p['data']['path'] = str(tmp_path/'car_purchase.csv')        # generated from the sample (seed 42) into the test's folder
     (tmp_path/'car.yaml').write_text(yaml.safe_dump(p))
-    mlops('run', '--params', tmp_path/'car.yaml', '--quiet', '--run-name', 'car', outputs=tmp_path/'out')
+    # n_jobs 2: the search starts joblib workers in the kernel. They must not hold the output pipe open once `mlops run`
+    # has exited (they idle 300 s before they exit; the run takes well under a minute alone), hence the timeout.
+    mlops('run', '--params', tmp_path/'car.yaml', '--quiet', '--run-name', 'car', outputs=tmp_path/'out', timeout=240)
     train_step = json.loads((tmp_path/'out/runs/car/summary.json').read_text())['steps'][-1]
     assert 'promoted' in train_step['decision']
     P = load_params(tmp_path/'car.yaml')
