@@ -172,8 +172,8 @@ def _write(self: PredictionLog, force: bool=False):
     self._buf = [t] if len(t) else []
     self._since = self._since if len(t) else None
 
-def _take_queued(self: PredictionLog, first: pd.DataFrame, most: int=1000) -> tuple[list[pd.DataFrame], object]:
-    "`first` and the frames queued behind it, up to `most` or the next control item (returned second, or None)."
+def _take_queued(self: PredictionLog, first: tuple, most: int=1000) -> tuple[list[tuple], object]:
+    "`first` and the appended (frame, columns) items queued behind it, up to `most` or the next control item (returned second, or None)."
     frames = [first]
     while len(frames) < most:
         try: item = self._q.get_nowait()
@@ -201,7 +201,15 @@ def _merged(items: list[tuple[pd.DataFrame, dict]]) -> pd.DataFrame:
 
 def _conformed(self: PredictionLog, items: list[tuple[pd.DataFrame, dict]]) -> list[pa.Table]:
     "The appended frames as Arrow tables in the log's layout: one concat and one conversion, or frame by frame if that fails."
-    if self.layout is None: self.layout = log_layout(_merged(items[:1]))
+    while self.layout is None and items:
+        try: self.layout = log_layout(_merged(items[:1]))
+        except Exception as ex:  # never let the writer thread die: the rows would be lost without a word
+            print(
+                f"warning: prediction log {self.folder}: {len(items[0][0])} row(s) not logged ({type(ex).__name__}: {ex})",
+                file=sys.stderr,
+            )
+            items = items[1:]
+    if not items: return []
     if len(items) > 1:
         try: return [conform(_merged(items), self.layout)]
         except Exception: pass  # one frame spoils the batch: convert one by one so that only it is lost
