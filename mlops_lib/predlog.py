@@ -199,15 +199,16 @@ def _merged(items: list[tuple[pd.DataFrame, dict]]) -> pd.DataFrame:
         df[col] = np.concatenate([_column_part(f, m, col) for f, m in items])
     return df
 
+def _lost(self: PredictionLog, item: tuple, ex: Exception) -> None:
+    "Say on stderr that the rows of an appended item could not be logged, and why."
+    print(f"warning: prediction log {self.folder}: {len(item[0])} row(s) not logged ({type(ex).__name__}: {ex})", file=sys.stderr)
+
 def _conformed(self: PredictionLog, items: list[tuple[pd.DataFrame, dict]]) -> list[pa.Table]:
     "The appended frames as Arrow tables in the log's layout: one concat and one conversion, or frame by frame if that fails."
     while self.layout is None and items:
         try: self.layout = log_layout(_merged(items[:1]))
         except Exception as ex:  # never let the writer thread die: the rows would be lost without a word
-            print(
-                f"warning: prediction log {self.folder}: {len(items[0][0])} row(s) not logged ({type(ex).__name__}: {ex})",
-                file=sys.stderr,
-            )
+            self._lost(items[0], ex)
             items = items[1:]
     if not items: return []
     if len(items) > 1:
@@ -217,10 +218,7 @@ def _conformed(self: PredictionLog, items: list[tuple[pd.DataFrame, dict]]) -> l
     for item in items:
         try: tables.append(conform(_merged([item]), self.layout))
         except Exception as ex:
-            print(
-                f"warning: prediction log {self.folder}: {len(item[0])} row(s) not logged ({type(ex).__name__}: {ex})",
-                file=sys.stderr,
-            )
+            self._lost(item, ex)
     return tables
 
 def _run(self: PredictionLog):
@@ -244,7 +242,7 @@ def _run(self: PredictionLog):
         if control is not None: self._write(force=True); control.done.set()
 
 PredictionLog._write, PredictionLog._run = _write, _run
-PredictionLog._take_queued, PredictionLog._conformed = _take_queued, _conformed
+PredictionLog._take_queued, PredictionLog._conformed, PredictionLog._lost = _take_queued, _conformed, _lost
 
 # %% ../nbs/11b_predlog.ipynb #03173aa8
 _UNITS = {'s': 'seconds', 'm': 'minutes', 'h': 'hours', 'd': 'days', 'w': 'weeks'}
