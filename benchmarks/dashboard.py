@@ -27,7 +27,7 @@ def browser_figures(params: str, outputs: Path, clicks: int, pool: int|None=None
     """Start `mlops dashboard` (`pool` preheated kernels; 0: a kernel started per page, the old way), open it in chromium, time the form's
     arrival for the first visitor, `clicks` Predict round trips, then `visitors` more visitors `settle` s apart (each a new page)."""
     from playwright.sync_api import sync_playwright
-    from mlops_lib.config import free_port
+    from mlops_lib.procs import free_port
     env = {**os.environ, 'MLOPS_OUTPUTS': str(outputs)}; env.pop('MLFLOW_TRACKING_URI', None)
     if pool is not None: env['MLOPS_DASHBOARD_POOL'] = str(pool)
     port, log = free_port(), outputs/'bench_voila.log'
@@ -80,7 +80,7 @@ def in_process_figures(params: str, outputs: Path, reps: int=200) -> dict:
                                               cwd=ROOT, capture_output=True, text=True, check=True).stdout)
     t_cli, t_import = fresh('mlops_lib.app'), fresh('mlops_lib.app, mlops_lib.tracking, sklearn.pipeline')
     from mlops_lib.app import Dashboard, form_row, predict_one
-    from mlops_lib.config import load_params, tracking_uri
+    from mlops_lib.params import load_params, tracking_uri
     from mlops_lib.tracking import load_model, setup_tracking
     P = load_params(params); setup_tracking(tracking_uri(P))
     t = time.perf_counter(); lm = load_model(P.name); t_load = time.perf_counter() - t

@@ -48,7 +48,7 @@ def _in_process(params: str, outputs: str) -> dict:
     t, t0 = {}, time.perf_counter()
     import mlflow
     from mlflow import MlflowClient
-    from mlops_lib.config import load_params, tracking_uri
+    from mlops_lib.params import load_params, tracking_uri
     from mlops_lib.pipeline import DEFAULT_STEPS, STEPS
     from mlops_lib.tracking import setup_tracking
     t['imports'] = time.perf_counter() - t0

@@ -44,8 +44,8 @@ def main():
     ap.add_argument('--rate', type=float, default=50.0)
     a = ap.parse_args()
     from mlops_lib.samples import make_sample
-    from mlops_lib.config import free_port
-    from mlops_lib.serve import latency_summary, run_peak_rss, stop_process, wait_until_ready
+    from mlops_lib.procs import free_port, run_peak_rss, stop_process, wait_until_ready
+    from mlops_lib.serve import latency_summary
     from mlops_lib.tracking import load_model
 
     with tempfile.TemporaryDirectory(prefix='bench-predict-') as d:

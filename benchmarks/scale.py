@@ -10,7 +10,7 @@ the local path on one machine (the overhead of the scheduler, the model broadcas
 """
 import argparse, os, sys, tempfile, time
 from pathlib import Path
-import numpy as np, pandas as pd
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT/'benchmarks'))
 def tuning(a, outputs: Path) -> dict:
     "One random search, local n_jobs=2 vs joblib's Dask backend on LocalCluster(2 x 1)."
     from distributed import Client, LocalCluster
-    from mlops_lib.config import params_from_dict
+    from mlops_lib.params import params_from_dict
     from mlops_lib.models import tune_family
     from mlops_lib.samples import make_sample
     from mlops_lib.schema import infer_schema
@@ -97,7 +97,7 @@ def main():
     ov_part = max(sc['dask'] - sc['local']/2, 0) / sc['partitions']
     print(f"\nmeasured: {per_fit:.2f} s per CV fit (one core), {per_part:.2f} s per {a.partition_rows:,}-row partition (one core); "
           f"Dask overhead {ov_fit*1000:.0f} ms per fit, {ov_part*1000:.0f} ms per partition")
-    print(f"\n## Projection (ideal split of the measured costs plus the measured per-task overhead)\n")
+    print("\n## Projection (ideal split of the measured costs plus the measured per-task overhead)\n")
     for w in (4, 16):
         fits = 200 * 3
         t_search = np.ceil(fits / w) * (per_fit + ov_fit)

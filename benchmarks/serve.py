@@ -9,7 +9,7 @@ a temporary outputs folder with its own MLflow store; the models are fitted dire
 hist-gradient-boosting pipeline, as the searches pick), because what is timed is the serving. With --soak N it also runs
 the soak of tests/test_soak.py with N requests at concurrency 16 and prints its figures.
 """
-import argparse, json, os, subprocess, sys, tempfile, threading, time
+import argparse, json, os, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -59,7 +59,7 @@ def start(cmd, env, url, timeout=300):
     t0 = time.perf_counter()
     # stderr goes to a file: a pipe nobody reads fills up (64 KB of per-request log lines) and stalls the server
     p = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=tempfile.TemporaryFile(), start_new_session=True)
-    from mlops_lib.serve import wait_until_ready
+    from mlops_lib.procs import wait_until_ready
     wait_until_ready(url, timeout=timeout, proc=p)
     return p, time.perf_counter() - t0
 
@@ -94,8 +94,8 @@ def raw(lm, X1, n):
 
 
 def bench_project(outputs, project, rows, a):
-    from mlops_lib.config import free_port
-    from mlops_lib.serve import server_command, stop_process
+    from mlops_lib.procs import free_port, stop_process
+    from mlops_lib.serve import server_command
     from mlops_lib.tracking import load_model
     pf = train(outputs, project, rows)
     P = yaml.safe_load(pf.read_text())
@@ -129,8 +129,8 @@ def bench_project(outputs, project, rows, a):
 def formats(outputs, project):
     "Load time, one-row latency and memory of one model in each format: cloudpickle, skops, ONNX."
     import cloudpickle, skops.io as sio
-    from mlops_lib.tracking import load_model, SKOPS_TRUSTED_TYPES
-    from mlops_lib.service import to_onnx_bytes, OnnxPredictor
+    from mlops_lib.tracking import load_model
+    from mlops_lib.service import to_onnx_bytes
     P = yaml.safe_load((outputs/f'{project}.yaml').read_text())
     lm = load_model(P['name'], uri=f"sqlite:///{outputs}/mlflow/mlflow.db")
     X1 = pd.read_csv(P['data']['path'])[lm.schema.feature_names].head(1)

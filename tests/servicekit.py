@@ -2,8 +2,7 @@
 import subprocess, tempfile
 from contextlib import contextmanager
 from conftest import BIN, ROOT, mlops_env
-from mlops_lib.config import free_port
-from mlops_lib.serve import stop_process, wait_until_ready
+from mlops_lib.procs import free_port, stop_process, wait_until_ready
 
 
 @contextmanager

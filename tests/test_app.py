@@ -2,7 +2,7 @@
 import base64, json, time
 import numpy as np, pandas as pd, pytest
 from mlops_lib.app import Dashboard, dashboard_from_env, form_row, score_batch_csv
-from mlops_lib.config import load_params
+from mlops_lib.params import load_params
 
 
 @pytest.fixture

@@ -210,7 +210,7 @@ FORMS = {   # values: the field the error must name
 @pytest.mark.parametrize('case', list(FORMS))
 def test_bad_form(lm, case):
     from mlops_lib.app import FormError, predict_one
-    from mlops_lib.config import UserError
+    from mlops_lib.errors import UserError
     values, field = FORMS[case]
     with pytest.raises(FormError) as ei: predict_one(lm, values)
     assert isinstance(ei.value, UserError)

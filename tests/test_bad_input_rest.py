@@ -18,7 +18,7 @@ def body(records): return json.dumps({'rows': records})
 def service(smoke_model):
     "`mlops serve` on the trained smoke store, on a free loopback port."
     import requests
-    from mlops_lib.config import free_port
+    from mlops_lib.procs import free_port
     port = free_port()
     p = subprocess.Popen([str(BIN/'mlops'), 'serve', '--params', str(smoke_model['params']), '--port', str(port)], cwd=ROOT, env=mlops_env(smoke_model['outputs']),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

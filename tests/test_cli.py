@@ -3,7 +3,7 @@ import os, signal, subprocess, time
 import pandas as pd
 import pytest, requests
 from conftest import BIN, ROOT, mlops, mlops_env
-from mlops_lib.config import free_port
+from mlops_lib.procs import free_port
 
 SUBCOMMANDS = ['data', 'run', 'status', 'ui', 'predict', 'dashboard', 'serve', 'simulate', 'monitor', 'schedule']
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 from conftest import BIN, CHROMIUM, ROOT, copy_outputs, mlops_env
-from mlops_lib.config import free_port
+from mlops_lib.procs import free_port
 from mlops_lib.schema import DataSchema
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason='needs Debian chromium at /usr/bin/chromium: run `make browser`')
@@ -121,9 +121,9 @@ def _status(url: str) -> int:
 
 
 def test_repository_is_not_served(dashboard):
-    for path in ['settings.ini', 'params/smoke.yaml', 'dashboard.ipynb', '12_app.ipynb', 'voila/files/dashboard.ipynb',
-                 'voila/files/12_app.ipynb', 'voila/files/../settings.ini', 'voila/files/%2e%2e/settings.ini', 'voila/tree',
-                 'voila/tree/pipeline', 'voila/render/12_app.ipynb', 'voila/api/contents', 'api/contents/dashboard.ipynb',
+    for path in ['settings.ini', 'params/smoke.yaml', 'dashboard.ipynb', '20_app.ipynb', 'voila/files/dashboard.ipynb',
+                 'voila/files/20_app.ipynb', 'voila/files/../settings.ini', 'voila/files/%2e%2e/settings.ini', 'voila/tree',
+                 'voila/tree/pipeline', 'voila/render/20_app.ipynb', 'voila/api/contents', 'api/contents/dashboard.ipynb',
                  'voila/static/../../../../settings.ini', 'api/kernelspecs', 'voila/files/pipeline/10_ingest.ipynb']:
         assert _status(dashboard + path) in (403, 404), path
 

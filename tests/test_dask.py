@@ -3,12 +3,12 @@ import os, re
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, mlops, store_uri
+from conftest import ROOT, mlops
 
 distributed = pytest.importorskip('distributed', reason="the dask extra is not installed (make scale-deps)")
 from distributed import Client, LocalCluster, get_task_stream
 from mlops_lib import dask_backend
-from mlops_lib.config import load_params
+from mlops_lib.params import load_params
 from mlops_lib.models import build_pipeline, tune_family
 from mlops_lib.predict import predict_file
 from mlops_lib.samples import make_sample

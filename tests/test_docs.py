@@ -1,7 +1,7 @@
 """The docs site in a real browser: every module page renders, a plotly figure draws, the search finds pages.
 
 The site is the one `make docs` built in _docs/ when it is newer than every notebook and tools/docs.py; otherwise it is
-built into a temporary folder executing only the notebooks whose outputs are checked here (index and 04_eda; the other
+built into a temporary folder executing only the notebooks whose outputs are checked here (index and 09_eda; the other
 pages are rendered from the committed notebooks). It is served by `python -m http.server` on a free loopback port and
 opened in Debian's chromium with Playwright; no request may leave that server.
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import CHROMIUM, ROOT
-from mlops_lib.config import free_port
+from mlops_lib.procs import free_port
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason='needs Debian chromium at /usr/bin/chromium: run `make browser`')
 sys.path.insert(0, str(ROOT/'tools'))
@@ -34,7 +34,7 @@ def fresh(site: Path) -> bool:
 def site(tmp_path_factory) -> Path:
     if fresh(ROOT/'_docs'): return ROOT/'_docs'
     out = tmp_path_factory.mktemp('docs')/'site'
-    r = subprocess.run([sys.executable, str(ROOT/'tools'/'docs.py'), '--out', str(out), '--execute', 'index,04_eda'],
+    r = subprocess.run([sys.executable, str(ROOT/'tools'/'docs.py'), '--out', str(out), '--execute', 'index,09_eda'],
                        cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     return out
@@ -86,12 +86,12 @@ def test_index_links_every_module_page(page, server):
     assert {f'{p.stem}.html' for p in docs.pages()[1:]} <= linked
     assert page.locator('#content .output_area').count() >= 1   # the executed example
     assert 'rows; features:' in page.locator('#content').inner_text()
-    page.goto(server + page.get_attribute('#content a[href="04_eda.html"]', 'href'))
+    page.goto(server + page.get_attribute('#content a[href="09_eda.html"]', 'href'))
     assert page.title() == 'eda – mlops_lib'
 
 
 def test_plotly_figure_draws(page, server):
-    page.goto(server + '04_eda.html')
+    page.goto(server + '09_eda.html')
     fig = page.locator('#content .js-plotly-plot .main-svg').first
     fig.wait_for(state='visible')
     assert fig.bounding_box()['width'] > 300
@@ -104,7 +104,7 @@ def test_search_finds_pages(page, server):
     page.fill('#search', 'holiday')
     hits = page.locator('#search-results li a')
     hits.first.wait_for()
-    assert 'samples.html' in ' '.join(hits.evaluate_all('as => as.map(a => a.href)'))   # 01_samples.html
+    assert 'samples.html' in ' '.join(hits.evaluate_all('as => as.map(a => a.href)'))   # 05_samples.html
     page.fill('#search', 'zzqq-no-such-word')
     page.locator('#search-results li.none').wait_for()
     page.fill('#search', 'promotion gate')

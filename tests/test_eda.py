@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
-from mlops_lib.eda import eda_metrics, eda_figures, feature_scores, html_report, write_report
+from mlops_lib.eda import eda_figures, eda_metrics, feature_scores
+from mlops_lib.report import html_report, write_report
 
 METRIC_NAME = re.compile(r'[A-Za-z0-9_]+')
 SCRIPT_SRC = re.compile(r'<script[^>]*\bsrc\s*=', re.I)

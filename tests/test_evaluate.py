@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from mlops_lib.config import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from mlops_lib.params import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from mlops_lib.evaluate import (SCORING, classification_metrics, evaluation_figures, importance_figure,
                                 permutation_importance_frame, predict_frame, regression_metrics, score_model,
                                 sklearn_scoring)

@@ -3,8 +3,7 @@ import ctypes, json, os, shutil, socket, subprocess, time
 import pytest
 import requests
 from servicekit import running_service
-from mlops_lib.config import free_port
-from mlops_lib.serve import stop_process
+from mlops_lib.procs import free_port, stop_process
 
 PROMETHEUS = shutil.which('prometheus') or '/usr/bin/prometheus'
 

@@ -3,7 +3,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from mlops_lib.config import MonitorParams
+from mlops_lib.params import MonitorParams
 from mlops_lib.drift import (categorical_drift, dataset_drift, drift_figures, drift_html, drift_metrics, drift_report,
                              feature_drift, numeric_drift, prediction_drift, psi)
 

@@ -1,11 +1,10 @@
 """The Monitoring tab in a real browser: `mlops dashboard` (Voila) over a prediction log written by PredictionLog with rows
 the smoke champion scored; Playwright with Debian's chromium (`make browser`)."""
 import os, subprocess, time
-from pathlib import Path
-import pandas as pd, pytest
+import pytest
 import mlflow
 from conftest import BIN, CHROMIUM, ROOT, mlops_env
-from mlops_lib.config import free_port
+from mlops_lib.procs import free_port
 from mlops_lib.predlog import PredictionLog
 from mlops_lib.samples import make_drifted
 from test_dashboard_browser import stop

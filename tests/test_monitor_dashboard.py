@@ -1,5 +1,5 @@
 "The dashboard's Monitoring tab on served traffic: a prediction log written by PredictionLog with rows the real smoke champion scored."
-import numpy as np, pandas as pd, pytest
+import pytest
 from mlops_lib.app import Dashboard, dashboard_from_env
 from mlops_lib.predlog import PredictionLog
 from mlops_lib.samples import make_drifted, make_sample

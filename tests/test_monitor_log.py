@@ -6,7 +6,7 @@ import numpy as np, pandas as pd, pytest, yaml
 import mlflow
 from mlflow import MlflowClient
 from conftest import ROOT, copy_store, mlops
-from mlops_lib.config import free_port, load_params
+from mlops_lib.procs import free_port
 from mlops_lib.predlog import PredictionLog, read_log
 from mlops_lib.samples import make_drifted, make_sample
 

@@ -4,7 +4,7 @@ import pytest, yaml
 import mlflow
 from mlflow import MlflowClient
 from conftest import ROOT, copy_store, mlops, store_uri
-from mlops_lib.config import load_params
+from mlops_lib.params import load_params
 from mlops_lib.drift import drift_report
 from mlops_lib.monitor import reference_data
 from mlops_lib.samples import make_drifted, make_sample

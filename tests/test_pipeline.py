@@ -5,7 +5,7 @@ import pytest, yaml
 import mlflow
 from mlflow import MlflowClient
 from conftest import BIN, ROOT, mlops, mlops_env, store_uri
-from mlops_lib.config import free_port
+from mlops_lib.procs import free_port
 
 STEP_NBS = ['10_ingest', '20_eda', '30_tune', '40_train']
 
@@ -196,7 +196,7 @@ def test_step_notebooks_run_as_is_with_their_defaults(tmp_path, monkeypatch):
 def test_car_purchase_champion_is_near_bayes_optimal(tmp_path, monkeypatch):
     "The default project: the champion's test ROC AUC is within 0.02 of the generator's Bayes-optimal AUC on the same test rows."
     from sklearn.metrics import roc_auc_score
-    from mlops_lib.config import load_params
+    from mlops_lib.params import load_params
     from mlops_lib.data import load_dataset, split_data
     from mlops_lib.samples import make_sample
     p = yaml.safe_load((ROOT/'params/car_purchase.yaml').read_text())

@@ -9,7 +9,7 @@ from conftest import BIN, ROOT, mlops, mlops_env
 from mlops_lib.predict import predict_file
 from mlops_lib.samples import make_sample
 from mlops_lib.schema import SchemaError
-from mlops_lib.serve import run_peak_rss
+from mlops_lib.procs import run_peak_rss
 from mlops_lib.tracking import NoModelError, load_model
 
 SMOKE = ROOT/'params/smoke.yaml'

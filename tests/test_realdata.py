@@ -71,7 +71,7 @@ def test_real_dataset_run_predict_dashboard(real_model, tmp_path, monkeypatch):
 
 def _rare_data(tmp_path):
     "Car-purchase rows where one held-out row has a category that occurs once and another a salary 3x the training maximum."
-    from mlops_lib.config import load_params
+    from mlops_lib.params import load_params
     from mlops_lib.data import split_data
     from mlops_lib.samples import make_sample
     df, _ = make_sample('car_purchase', rows=600, seed=5)

@@ -73,7 +73,7 @@ def test_four_parallel_runs_on_a_fresh_store(tmp_path):
 def _candidates(uri: str):
     "Register a weak champion (v1), a better (v2) and a worse (v3) candidate of model 'race'; return (X, y, params, run ids)."
     import mlflow
-    from mlops_lib.config import params_from_dict
+    from mlops_lib.params import params_from_dict
     from mlops_lib.models import build_pipeline
     from mlops_lib.schema import infer_schema
     from mlops_lib.tracking import log_model, record_decision, promotion_gate, setup_tracking
@@ -134,7 +134,7 @@ def test_gate_is_serialised_on_the_embedded_store(tmp_path, monkeypatch):
 def mlflow_server(tmp_path):
     "A real `mlflow server` on a free loopback port with a SQLite backend; stopped at the end."
     import requests
-    from mlops_lib.config import free_port
+    from mlops_lib.procs import free_port
     port = free_port()
     p = subprocess.Popen([sys.executable, '-m', 'mlflow', 'server', '--backend-store-uri', f'sqlite:///{tmp_path}/srv.db', '--artifacts-destination', str(tmp_path/'art'),
                           '--serve-artifacts', '--host', '127.0.0.1', '--port', str(port), '--workers', '1'], cwd=tmp_path, env=mlops_env(tmp_path/'o'),

@@ -1,10 +1,10 @@
 "Scheduled operation: the cron/systemd command under a lock, and a Prefect deployment on a real local Prefect server."
-import json, os, signal, subprocess, sys, time
+import os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, requests, yaml
 from mlflow import MlflowClient
 from conftest import BIN, ROOT, mlops, mlops_env, store_uri
-from mlops_lib.config import free_port
+from mlops_lib.procs import free_port
 
 
 LIGHT = dict(name='sched', task='classification', data=dict(sample='car_purchase', rows=300), target='Purchased', seed=3,

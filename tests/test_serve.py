@@ -1,5 +1,5 @@
 "REST serving: `mlops serve` (our FastAPI service under uvicorn) answered over real HTTP on loopback, and `mlops simulate` against it."
-import inspect, json, os, signal, threading, time
+import inspect, json
 import pandas as pd
 import pytest
 import requests

@@ -1,13 +1,13 @@
 """`mlops server` for a team: mlflow server on a real PostgreSQL cluster (Debian's server binaries) with artifacts in an
 S3 bucket served by moto's S3 server, which stands in for S3 here. Every process is real; each fixture binds free
 127.0.0.1 ports and stops what it started even when a test fails."""
-import os, shutil, signal, subprocess, sys, tempfile, threading, time, urllib.request
+import os, shutil, signal, subprocess, tempfile, threading, time, urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import BIN, ROOT, mlops, mlops_env
-from mlops_lib.config import free_port
+from mlops_lib.procs import free_port
 
 boto3 = pytest.importorskip('boto3', reason="the team extra is not installed (make scale-deps)")
 pytest.importorskip('psycopg', reason="the team extra is not installed (make scale-deps)")

@@ -1,7 +1,6 @@
 "Soak: many requests at concurrency 16 with 1% bad ones: zero 5xx, bounded RSS, every good row in the prediction log. MLOPS_SOAK_REQUESTS sets the count (default 2000; the README figure is from 20,000)."
 import json, os, random, signal, time
 from concurrent.futures import ThreadPoolExecutor
-import pytest
 import requests
 from servicekit import rss_mb, running_service
 from mlops_lib.predlog import read_log

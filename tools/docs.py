@@ -199,7 +199,7 @@ def build(out: Path, execute_names: set[str]|None) -> list[Path]:
 def main(argv: list[str]|None=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--out', default=str(ROOT/'_docs'), help='folder to write the site to (default: _docs)')
-    ap.add_argument('--execute', default='all', help="'all', 'none' or comma-separated notebook names (e.g. index,04_eda)")
+    ap.add_argument('--execute', default='all', help="'all', 'none' or comma-separated notebook names (e.g. index,09_eda)")
     a = ap.parse_args(argv)
     names = None if a.execute == 'all' else set() if a.execute == 'none' else set(a.execute.split(','))
     try: written = build(Path(a.out), names)

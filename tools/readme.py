@@ -4,7 +4,7 @@
 
 `nbdev_readme` would do this through Quarto, which cannot be installed here (see tools/docs.py), so nbconvert's
 Markdown exporter renders the notebook: markdown cells as they are, code cells as ```python blocks, outputs (none: the
-notebook is committed clean) as text blocks. Links to sibling notebooks (`(04_eda.ipynb)`) become `(nbs/04_eda.ipynb)`
+notebook is committed clean) as text blocks. Links to sibling notebooks (`(09_eda.ipynb)`) become `(nbs/09_eda.ipynb)`
 so they work from the repository root.
 """
 import re, sys
