@@ -4,6 +4,7 @@
 
 # %% ../nbs/20_app.ipynb #8f3cc42f
 from __future__ import annotations
+from fastcore.basics import patch
 from .errors import UserError
 import base64, html, io, json, math, os, socket, subprocess, sys, time
 from pathlib import Path
@@ -34,22 +35,27 @@ def _num(v: float) -> str:
     v = float(v)
     return str(int(v)) if v.is_integer() and abs(v) < 1e15 else f'{v:.6g}' if 1e-4 <= abs(v) < 1e6 else f'{v:.2f}'
 
+# %% ../nbs/20_app.ipynb #f3236fac
 def default_value(c: ColumnSpec):
     "The form's default for a column: the training median (rounded for integers) or the most frequent category."
     if c.kind == 'categorical': return c.mode if c.mode is not None else (c.categories or [None])[0]
     v = c.median if c.median is not None and not math.isnan(c.median) else (c.min + c.max) / 2
     return _num(round(v) if c.dtype == 'int64' else v)
 
+# %% ../nbs/20_app.ipynb #04d44fa5
 def _decimals(lo: float, hi: float) -> int:
     "Decimals that show a range of this width with about three significant digits."
     w = abs(hi - lo) or abs(hi) or 1.0
     return int(min(6, max(0, 2 - math.floor(math.log10(w)))))
 
+# %% ../nbs/20_app.ipynb #58d5bba2
 def hint(c: ColumnSpec) -> str:
     "The text beside a numeric field: the expected range (integers for an integer feature) and any declared bounds."
     if c.kind != 'numeric' or c.min is None: return ''
     if c.dtype == 'int64':lo, hi = f'{math.ceil(c.min):,}', f'{math.floor(c.max):,}'
-    else: d = _decimals(c.min, c.max); lo, hi = f'{c.min:,.{d}f}', f'{c.max:,.{d}f}'
+    else:
+        d = _decimals(c.min, c.max)
+        lo, hi = f'{c.min:,.{d}f}', f'{c.max:,.{d}f}'
     k = c.constraints or {}
     allowed = (
         ''
@@ -90,7 +96,7 @@ def form_spec(
 def _blank(v) -> bool:
     return v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and math.isnan(v))
 
-
+# %% ../nbs/20_app.ipynb #aa321bdf
 def check_value(v, c: ColumnSpec) -> str|None:
     "Why the contract refuses `v` as a value of column `c` (None when it accepts it)."
     if _blank(v): return None
@@ -112,6 +118,7 @@ def check_value(v, c: ColumnSpec) -> str|None:
         return f"not allowed (declared values: {', '.join(map(str, k['categories'][:8]))})"
     return None
 
+# %% ../nbs/20_app.ipynb #3913add4
 def note_value(v, c: ColumnSpec) -> str|None:
     "Which expectation `v` breaks as a value of column `c` (None when none; the value is still scored)."
     if _blank(v): return None if c.nullable else 'empty: the model fills in a typical value'
@@ -123,12 +130,14 @@ def note_value(v, c: ColumnSpec) -> str|None:
     if c.dtype == 'int64' and not x.is_integer(): return 'training had whole numbers only'
     return None
 
+# %% ../nbs/20_app.ipynb #68e083f6
 def check_form(values: dict, # field name -> value as typed (numbers may be strings)
                schema: DataSchema,
               ) -> dict[str, str]:
     "The contract problems of a form's values: field name -> message (empty when Predict may run)."
     return {c.name: msg for c in schema.features if (msg := check_value(values.get(c.name), c))}
 
+# %% ../nbs/20_app.ipynb #7d898224
 def form_notes(values: dict, schema: DataSchema) -> dict[str, str]:
     "The expectation breaks of a form's values: field name -> warning (they do not block Predict)."
     return {
@@ -160,6 +169,7 @@ class FormError(UserError, ValueError):
         self.errors = errors
         super().__init__('; '.join(f'{k}: {v}' for k, v in errors.items()))
 
+# %% ../nbs/20_app.ipynb #d924e302
 def predict_one(lm: LoadedModel, # the loaded model
                 values: dict, # field name -> value (missing fields take their defaults)
                ) -> dict:
@@ -193,7 +203,9 @@ def predict_one(lm: LoadedModel, # the loaded model
 # %% ../nbs/20_app.ipynb #10ab9427
 def show_figure(out: widgets.Output, fig: go.Figure|None) -> widgets.Output:
     "Replace what `out` shows by `fig` (nothing when None)."
-    if fig is None: out.outputs = (); return out
+    if fig is None:
+        out.outputs = ()
+        return out
     spec = {**json.loads(fig.to_json()), 'config': {'displaylogo': False, 'responsive': True}}
     out.outputs = (
         {
@@ -243,7 +255,7 @@ def result_figure(res: dict, # from `predict_one`
 def _css(name: str) -> str:
     return 'mlops-field-' + ''.join(ch if ch.isalnum() or ch in '-_' else '_' for ch in str(name))
 
-
+# %% ../nbs/20_app.ipynb #71fb4d26
 def _field(s: dict, c: ColumnSpec) -> tuple[widgets.Widget, widgets.HTML, widgets.HTML, widgets.HBox]:
     "The input widget, its inline error and warning, and the row holding them with a label and the expected range."
     if s['kind'] == 'categorical':
@@ -257,7 +269,8 @@ def _field(s: dict, c: ColumnSpec) -> tuple[widgets.Widget, widgets.HTML, widget
     err, warn = widgets.HTML('', layout=widgets.Layout(min_width='160px')), widgets.HTML(
         '', layout=widgets.Layout(min_width='160px')
     )
-    err.add_class('mlops-error'); warn.add_class('mlops-warning')
+    err.add_class('mlops-error')
+    warn.add_class('mlops-warning')
     row = widgets.HBox(
         [
             widgets.HTML(
@@ -297,10 +310,13 @@ class PredictionForm:
         if self.more and not self.grid.children: self.grid.children = [self._add(s) for s in self.more]
 
 # %% ../nbs/20_app.ipynb #1e5e73bf
-def _values(self: PredictionForm) -> dict:
+@patch
+def values(self: PredictionForm) -> dict:
     "The current value of every field (the default for fields not shown yet)."
     return {s['name']: (self.fields[s['name']].value if s['name'] in self.fields else s['default']) for s in self.spec}
 
+# %% ../nbs/20_app.ipynb #60ca4833
+@patch
 def _mark(self: PredictionForm, name: str) -> str|None:
     c, v = self.schema.column(name), self.fields[name].value
     msg = check_value(v, c)
@@ -311,28 +327,26 @@ def _mark(self: PredictionForm, name: str) -> str|None:
     )
     return msg
 
-def _check(self: PredictionForm) -> dict:
+# %% ../nbs/20_app.ipynb #bc436b16
+@patch
+def check(self: PredictionForm) -> dict:
     "Validate every field, update the inline messages; field -> error (the contract's; warnings do not count)."
     for n in self.fields: self._mark(n)
     return check_form(self.values(), self.schema)
 
-def _notes(self: PredictionForm) -> dict:
+# %% ../nbs/20_app.ipynb #2c505843
+@patch
+def notes(self: PredictionForm) -> dict:
     "Field -> warning for the values that break an expectation."
     return form_notes(self.values(), self.schema)
 
-def _set(self: PredictionForm, **values) -> PredictionForm:
+# %% ../nbs/20_app.ipynb #16c359b6
+@patch
+def set(self: PredictionForm, **values) -> PredictionForm:
     "Set fields by name (opening 'More fields' when needed)."
     if any(n not in self.fields for n in values): self.open_more()
     for n, v in values.items(): self.fields[n].value = v
     return self
-
-PredictionForm.values, PredictionForm._mark, PredictionForm.check, PredictionForm.notes, PredictionForm.set = (
-    _values,
-    _mark,
-    _check,
-    _notes,
-    _set,
-)
 
 # %% ../nbs/20_app.ipynb #b081056a
 def partial_dependence_row(lm: LoadedModel, # the loaded model
@@ -390,11 +404,13 @@ def table_html(df: pd.DataFrame, max_rows: int=200, cls: str='mlops-table') -> s
     )
     return f'<div style="max-height:360px;overflow:auto">{t}</div>{more}'
 
+# %% ../nbs/20_app.ipynb #a0bde1c6
 def download_link(df: pd.DataFrame, filename: str, label: str='Download the scored CSV') -> str:
     "A link that downloads `df` as CSV (a data URI: no server endpoint needed)."
     b64 = base64.b64encode(df.to_csv(index=False).encode()).decode()
     return f'<a class="mlops-download" style="color:#1565c0;text-decoration:underline" download="{html.escape(filename)}" href="data:text/csv;base64,{b64}">{html.escape(label)} ({len(df)} rows)</a>'
 
+# %% ../nbs/20_app.ipynb #3e81f0ad
 def message_html(text: str, kind: str='info') -> str:
     "A one-line message: info, ok, warn or error."
     color = dict(info='#37474f', ok='#2e7d32', warn='#ef6c00', error='#c62828')[kind]
@@ -464,6 +480,7 @@ def live_window(folder: Path, window: str='1h', fallback: int=1000) -> tuple[pd.
     df = read_log(folder, last=fallback)
     return df, (f'the newest {len(df)} logged rows (no request in the last {window})' if len(df) else 'no rows')
 
+# %% ../nbs/20_app.ipynb #3dccc49d
 def live_stats(df: pd.DataFrame, # logged rows (`read_log`)
                window: str='1h', # the window they come from (for the rate)
                now: pd.Timestamp|None=None,
@@ -498,6 +515,7 @@ def _logged_outputs(df: pd.DataFrame, lm: LoadedModel) -> pd.Series|None:
     else: return df['prediction'].astype(str) if 'prediction' in df.columns else None
     return pd.to_numeric(df[col], errors='coerce').dropna() if col in df.columns else None
 
+# %% ../nbs/20_app.ipynb #88abb8b6
 def live_drift(df: pd.DataFrame, # logged rows
                lm: LoadedModel,  # the model whose training data is the reference
                cfg, # `MonitorParams`
@@ -588,7 +606,8 @@ class LivePanel:
     ):
         self.lm, self.params, self.window, self.reference, self._ref_pred = lm, params, window, reference, None
         self.folder = Path(folder or outputs_dir()/'serving'/lm.name)
-        self.html = widgets.HTML(); self.html.add_class('mlops-live-panel')
+        self.html = widgets.HTML()
+        self.html.add_class('mlops-live-panel')
         self.refresh_button = widgets.Button(description='Refresh', icon='refresh')
         self.refresh_button.add_class('mlops-live-refresh')
         self.refresh_button.on_click(lambda _: self.refresh())
@@ -639,7 +658,8 @@ class PredictPanel:
             self.result.value = message_html(
                 f"Fix {len(errs)} field(s) first: " + '; '.join(f'{k}: {v}' for k, v in list(errs.items())[:5]), 'error'
             )
-            show_figure(self.chart, None); return None
+            show_figure(self.chart, None)
+            return None
         values = self.form.values()
         res = predict_one(self.lm, values)
         self.last, self.n = (values, res), self.n + 1
@@ -661,6 +681,7 @@ def result_text(res: dict, schema: DataSchema) -> str:
     )
     return f'<div class="mlops-msg mlops-ok" style="font-size:1.2em">Predicted {t}: <b>{res["prediction"]:.4g}</b>{band}</div>'
 
+# %% ../nbs/20_app.ipynb #6b445cfa
 _RULE_TEXT = {
     'out_of_range': 'outside the expected range',
     'unknown_category': 'a category not seen in training',
@@ -708,7 +729,9 @@ class BatchPanel:
         self.widget.add_class('mlops-batch')
 
     def _on_upload(self, ch):
-        if ch['new']: f = ch['new'][0]; self.upload(f['content'], f['name'])
+        if ch['new']:
+            f = ch['new'][0]
+            self.upload(f['content'], f['name'])
 
     def upload(self, data: bytes, filename: str='upload.csv') -> str:
         "Score an uploaded file and show the results; return the message."
@@ -826,14 +849,17 @@ def _version_options(versions: pd.DataFrame|None, lm: LoadedModel) -> list:
         for r in versions.itertuples()
     ]
 
-def _use(self: Dashboard, lm: LoadedModel|None) -> Dashboard:
+# %% ../nbs/20_app.ipynb #e2c10428
+@patch
+def use(self: Dashboard, lm: LoadedModel|None) -> Dashboard:
     "Build the tabs for `lm` (or the no-model message)."
     self.lm = lm
     if lm is None:
         self.header.value = f'<h2>{html.escape(self.params.name)}</h2>' + no_model_html(
             self.params.name, self.params_file
         )
-        self.tabs.children, self.tabs.layout.display = [], 'none'; return self
+        self.tabs.children, self.tabs.layout.display = [], 'none'
+        return self
     self.tabs.layout.display = None
     self.header.value = f'<h2>{html.escape(lm.name)} <small style="color:#777">version {lm.version} ({html.escape(", ".join(lm.aliases) or "no alias")})</small></h2>'
     self.explain = ExplainPanel(lm)
@@ -856,13 +882,13 @@ def _use(self: Dashboard, lm: LoadedModel|None) -> Dashboard:
     for i, t in enumerate(['Predict', 'Batch', 'Explain', 'Model', 'Monitoring']): self.tabs.set_title(i, t)
     return self
 
-def _select_version(self: Dashboard, version: str) -> LoadedModel:
+# %% ../nbs/20_app.ipynb #e92649ff
+@patch
+def select_version(self: Dashboard, version: str) -> LoadedModel:
     "Serve another registered version (loaded once, then kept)."
     if version not in self.models: self.models[version] = self.loader(version)
     if self.lm is None or self.lm.version != version: self.use(self.models[version])
     return self.lm
-
-Dashboard.use, Dashboard.select_version = _use, _select_version
 
 # %% ../nbs/20_app.ipynb #c8d8424f
 ENV_PARAMS, ENV_UPLOAD_MB = 'MLOPS_PARAMS', 'MLOPS_UPLOAD_MB'
@@ -873,6 +899,7 @@ def _shown(path: str) -> str:
     try: return str(Path(path).resolve().relative_to(project_root())) if Path(path).is_absolute() else path
     except ValueError: return path
 
+# %% ../nbs/20_app.ipynb #7601fbdf
 def dashboard_from_env(params_file: str|None=None, # default: $MLOPS_PARAMS, else params/car_purchase.yaml
                       ) -> Dashboard|widgets.HTML:
     "Load the params and the champion model named by the environment; the dashboard, or a message widget when that fails."
@@ -917,6 +944,7 @@ def warm_dashboard(params_file: str|None=None, # default: $MLOPS_PARAMS, else pa
         _WARM['dashboard'] = w  # `dashboard_from_env` hands it out after the request if the champion is still its model
     return isinstance(w, Dashboard)
 
+# %% ../nbs/20_app.ipynb #8a1a9e98
 def wait_for_visitor(retry: float=0.2, # seconds between attempts to reach the server
                     ) -> dict|None:
     "In a Voila preheated kernel: block until a page request takes this kernel and return the request info (None elsewhere)."
@@ -934,7 +962,8 @@ def wait_for_visitor(retry: float=0.2, # seconds between attempts to reach the s
     t = threading.Thread(
         target=lambda: info.update(json.loads(asyncio.new_event_loop().run_until_complete(receive()))), daemon=True
     )
-    t.start(); t.join()   # a thread: the kernel's own event loop is running in this one
+    t.start()
+    t.join()   # a thread: the kernel's own event loop is running in this one
     os.environ.update({k: str(v) for k, v in info.items()})
     return info
 
@@ -984,6 +1013,7 @@ def _wait_port(host: str, port: int, proc: subprocess.Popen, timeout: float=60) 
         except OSError: time.sleep(0.1)
     return False
 
+# %% ../nbs/20_app.ipynb #e5d8647a
 def serve_dashboard(params_file: str, # the project params
                     port: int|None=None, # default: 8866
                     host: str='127.0.0.1', # the interface to bind (loopback by default)

@@ -4,6 +4,7 @@
 
 # %% ../nbs/13a_cache.ipynb #a69a725f
 from __future__ import annotations
+from fastcore.basics import patch
 import fnmatch, hashlib, json, os, shutil, time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from .params import Params
 
 # %% auto #0
 __all__ = ['STEP_IO', 'STEPS', 'StepIO', 'producers', 'Digests', 'notebook_hash', 'library_digest', 'params_slice', 'data_files',
-           'step_key', 'link_file', 'Plan', 'key', 'lookup', 'record', 'changed', 'reuse', 'unchanged_message']
+           'step_key', 'link_file', 'Plan', 'unchanged_message']
 
 # %% ../nbs/13a_cache.ipynb #010fb768
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class StepIO:
     params: tuple = ()     # dotted params keys the step uses (the seed is always part of the key)
     cacheable: bool = True # False: the step depends on state outside the run folder (the registry)
 
+# %% ../nbs/13a_cache.ipynb #847c4ae8
 STEP_IO = {
     'ingest': StepIO(
         (), ('train.parquet', 'test.parquet', 'schema.yaml'), ('name', 'task', 'data', 'target', 'features', 'split')
@@ -54,6 +56,7 @@ def _sha(path: Path) -> str:
         for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
     return h.hexdigest()
 
+# %% ../nbs/13a_cache.ipynb #2f54ed8a
 class Digests:
     "File digests remembered by (size, mtime, inode) in a small JSON file."
     def __init__(self, path: Path|None=None):
@@ -88,6 +91,7 @@ def notebook_hash(path: str|Path) -> str:
     ]
     return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
 
+# %% ../nbs/13a_cache.ipynb #c10d01e8
 def library_digest() -> str:
     "The mlops_lib version plus a digest of its source files: a changed library is changed training code."
     import mlops_lib
@@ -106,10 +110,12 @@ def params_slice(P: Params, keys: tuple) -> dict:
         out[k] = v
     return out
 
+# %% ../nbs/13a_cache.ipynb #cb09e8bf
 def data_files(P: Params) -> list[Path]:
     "The input data files the ingest step reads (none for a generated sample without a path)."
     return [resolve_path(P.data.path)] if P.data.path else []
 
+# %% ../nbs/13a_cache.ipynb #14fcf027
 def step_key(material: dict) -> str:
     "The cache key of a step from what goes into it."
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:32]
@@ -121,6 +127,7 @@ def _outputs(run_dir: Path, step: str, nb: str) -> list[str]:
     for w in STEP_IO[step].writes: names |= {str(p.relative_to(run_dir)) for p in run_dir.glob(w) if p.is_file()}
     return sorted(n for n in names if (run_dir/n).is_file())
 
+# %% ../nbs/13a_cache.ipynb #abb2fc46
 def link_file(src: Path, dst: Path):
     "Hard-link `src` to `dst` (replacing it atomically), or copy when they are on different file systems."
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -168,6 +175,8 @@ def _stamp(run_dir: Path, step: str) -> str|None:
     try: return json.loads((run_dir/'steps'/f'{step}.cache.json').read_text())['key']
     except (OSError, ValueError, KeyError): return None
 
+# %% ../nbs/13a_cache.ipynb #4d905e2f
+@patch
 def key(self: Plan, step: str) -> str|None:
     "The step's cache key, or None when a file it reads is missing (then it just runs)."
     io = STEP_IO[step]
@@ -189,11 +198,12 @@ def key(self: Plan, step: str) -> str|None:
         data={str(p): self.dg(p) for p in data_files(self.params)} if step == 'ingest' else {},
     )
     return step_key(m)
-Plan.key = key
 
 # %% ../nbs/13a_cache.ipynb #fa6c28b8
 def _record_path(step: str, k: str) -> Path: return outputs_dir()/'cache'/f'{step}-{k}.json'
 
+# %% ../nbs/13a_cache.ipynb #b64421e4
+@patch
 def lookup(self: Plan, step: str, k: str|None) -> dict|None:
     "The record of a successful earlier step with this key whose files still exist, else None."
     if not k or self.forced(step): return None
@@ -206,9 +216,9 @@ def lookup(self: Plan, step: str, k: str|None) -> dict|None:
             if (src/name).stat().st_size != size: return None
         except OSError: return None
     return rec
-Plan.lookup = lookup
 
 # %% ../nbs/13a_cache.ipynb #c6fcf7f4
+@patch
 def record(self: Plan, step: str, run_id: str, cached_from: str|None=None) -> dict:
     "After a step succeeded: digest its outputs, stamp the run folder and write the cache record."
     k = self.keys.get(step) or self.key(step)
@@ -232,20 +242,22 @@ def record(self: Plan, step: str, run_id: str, cached_from: str|None=None) -> di
     with atomic_path(self.run_dir/'steps'/f'{step}.cache.json') as tmp: tmp.write_text(json.dumps(rec, indent=1))
     with atomic_path(_record_path(step, k)) as tmp: tmp.write_text(json.dumps(rec, indent=1))
     return rec
-Plan.record = record
 
 # %% ../nbs/13a_cache.ipynb #81edd9a9
+@patch
 def changed(self: Plan, steps: list[str]) -> list[str]:
     "The steps that would run (no valid record for their key), walking the chain without running anything."
     out = []
     for s in steps:
-        k = self.key(s); rec = self.lookup(s, k)
-        if rec is None: out.append(s); continue
+        k = self.key(s)
+        rec = self.lookup(s, k)
+        if rec is None:
+            out.append(s)
+            continue
         self.keys[s] = k
         self.digests.update({n: d for n, (d, _) in rec['outputs'].items()})
     self.dg.save()
     return out
-Plan.changed = changed
 
 # %% ../nbs/13a_cache.ipynb #9834e11a
 def _same_model(client, name: str, version: str|None) -> str:
@@ -256,6 +268,8 @@ def _same_model(client, name: str, version: str|None) -> str:
     if version and champ == str(version): return f"same model as champion v{champ}: no new version"
     return f"same model as v{version} (champion is v{champ}): no new version"
 
+# %% ../nbs/13a_cache.ipynb #b8bd5443
+@patch
 def reuse(self: Plan, step: str, client, child: str, pid: str) -> dict|None:
     "Reuse the step when its key matches a successful earlier step: link its files, tag the child run; return the summary row."
     t0 = time.perf_counter()
@@ -293,8 +307,8 @@ def reuse(self: Plan, step: str, client, child: str, pid: str) -> dict|None:
     client.log_batch(child, metrics=nums, tags=tags)
     client.set_terminated(child, 'FINISHED')
     if self.echo: self.echo(f"[{step}] unchanged: reusing {rec['run_id'][:8]} ({src.name})")
-    from mlops_lib.pipeline import _key
-    shown, _ = _key(step_rec)
+    from mlops_lib.pipeline import step_summary
+    shown, _ = step_summary(step_rec)
     return {
         **step_rec,
         'step': STEPS[step],
@@ -304,7 +318,6 @@ def reuse(self: Plan, step: str, client, child: str, pid: str) -> dict|None:
         'run_id': child,
         'cached_from': rec['run_id'],
     }
-Plan.reuse = reuse
 
 # %% ../nbs/13a_cache.ipynb #02cd55c6
 def unchanged_message(params_file: str|Path, steps: list[str], uri: str, force: str|None=None) -> str|None:

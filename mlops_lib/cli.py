@@ -35,7 +35,9 @@ def cmd_data(a) -> int:
     if a.name not in SAMPLES: raise UsageError(f"unknown sample '{a.name}': expected one of {', '.join(SAMPLES)}")
     out = Path(a.out or f"data/{a.name}{'_drifted' if a.drifted else ''}.csv")
     out = out if out.is_absolute() else Path.cwd()/out
-    if a.missing_only and out.exists(): print(f"kept {out}"); return 0
+    if a.missing_only and out.exists():
+        print(f"kept {out}")
+        return 0
     df, _ = (make_drifted if a.drifted else make_sample)(a.name, rows=a.rows, seed=a.seed)
     print(f"wrote {write_table(df, out)} ({len(df):,} rows)")
     return 0
@@ -44,7 +46,9 @@ def cmd_data(a) -> int:
 def cmd_run(a) -> int:
     "Run the pipeline notebooks."
     load_params(a.params)  # a bad params file fails fast, before the heavy imports
-    if getattr(a, 'if_changed', False) and (msg := unchanged_line(a)): print(msg); return 0
+    if getattr(a, 'if_changed', False) and (msg := unchanged_line(a)):
+        print(msg)
+        return 0
     from mlops_lib.pipeline import run_pipeline
     r = run_pipeline(
         a.params,
@@ -64,7 +68,9 @@ def cmd_status(a) -> int:
     "Print the model status."
     from mlops_lib.pipeline import project_status
     s = project_status(a.params, a.tracking_uri)
-    if a.json: print(json.dumps(s, indent=1, default=str)); return 0
+    if a.json:
+        print(json.dumps(s, indent=1, default=str))
+        return 0
     print(f"model {s['model']}  (tracking: {s['tracking_uri']})")
     if s['marked_killed']:
         print(f"marked {len(s['marked_killed'])} run(s) KILLED: their process is gone (tag mlops.killed_reason)")
@@ -103,7 +109,8 @@ def cmd_ui(a) -> int:
         '1',
     ]
     if uri.startswith('sqlite:///'):  # the embedded store: artifacts live beside the database (as `setup_tracking` creates them)
-        db = Path(uri.removeprefix('sqlite:///')); db.parent.mkdir(parents=True, exist_ok=True)
+        db = Path(uri.removeprefix('sqlite:///'))
+        db.parent.mkdir(parents=True, exist_ok=True)
         cmd += ['--default-artifact-root', (db.parent/'artifacts').as_uri()]
     print(f"MLflow UI on http://{a.host}:{a.port} (store {uri}); Ctrl-C stops it", flush=True)
     return subprocess.call(cmd)
@@ -130,6 +137,7 @@ def cmd_predict(a) -> int:
     print(s['message'] if 'message' in s else json.dumps(s, default=str))
     return 0
 
+# %% ../nbs/22_cli.ipynb #f1dafb22
 def cmd_dashboard(a) -> int:
     "Serve the Voila dashboard."
     from mlops_lib.app import serve_dashboard
@@ -158,6 +166,7 @@ def cmd_serve(a) -> int:
         log=not a.no_log,
     )
 
+# %% ../nbs/22_cli.ipynb #7f54819a
 def _add_serve(sub):
     p = sub.add_parser(
         'serve',
@@ -165,7 +174,8 @@ def _add_serve(sub):
         description='Our ASGI service on 127.0.0.1: POST /invocations (MLflow protocol) and /predict (typed rows), /ping, /version, /metrics, /docs, POST /reload.',
     )
     _params_arg(p)
-    p.add_argument('--port', type=int, default=5001); p.add_argument('--host', default='127.0.0.1')
+    p.add_argument('--port', type=int, default=5001)
+    p.add_argument('--host', default='127.0.0.1')
     g = p.add_mutually_exclusive_group()
     g.add_argument(
         '--alias', default='champion', help='model alias to serve (default champion; /reload and SIGHUP follow it)'
@@ -190,6 +200,7 @@ def cmd_export(a) -> int:
     print(export_onnx(a.params, alias=a.alias, version=a.model_version, uri=a.tracking_uri, output=a.output)['message'])
     return 0
 
+# %% ../nbs/22_cli.ipynb #b49ed4a1
 def _add_export(sub):
     p = sub.add_parser(
         'export',
@@ -225,6 +236,7 @@ def cmd_simulate(a) -> int:
     print(s['message'] if 'message' in s else json.dumps(s, default=str))
     return 0
 
+# %% ../nbs/22_cli.ipynb #4f26dff2
 def cmd_monitor(a) -> int:
     "Compare a batch, or a window of the prediction log, with the champion's training data and report drift."
     from mlops_lib.monitor import monitor_batch, monitor_log
@@ -285,6 +297,7 @@ def cmd_server(a) -> int:
         )
         while True: time.sleep(3600)
 
+# %% ../nbs/22_cli.ipynb #ea397e21
 def _add_server(sub):
     p = sub.add_parser(
         'server',
@@ -328,6 +341,7 @@ def _with_dask(fn):
         return fn(a)
     return run
 
+# %% ../nbs/22_cli.ipynb #f7301261
 def _add_dask_flags(sub):
     "Add --dask-scheduler to `run` (tuning) and `predict` (batch scoring)."
     for name in ('run', 'predict'):
@@ -352,6 +366,7 @@ def unchanged_line(a) -> str|None:
         pf, [s for s in STEP_IO if s in names], a.tracking_uri or tracking_uri(P), getattr(a, 'force', None)
     )
 
+# %% ../nbs/22_cli.ipynb #b447967c
 def _add_run_cache(p):
     "The incremental-run options of `mlops run`."
     p.add_argument(
@@ -374,8 +389,12 @@ def cmd_schedule(a) -> int:
     "Serve the scheduled flow with Prefect, run it once, or print a cron line / systemd units for it."
     from mlops_lib import schedule as S
     load_params(a.params)
-    if a.once: S.run_once(a.params, a.monitor, a.tracking_uri); return 0
-    if a.print == 'cron': print(S.cron_line(a.params, a.cron, a.monitor)); return 0
+    if a.once:
+        S.run_once(a.params, a.monitor, a.tracking_uri)
+        return 0
+    if a.print == 'cron':
+        print(S.cron_line(a.params, a.cron, a.monitor))
+        return 0
     if a.print == 'systemd':
         for fname, text in S.systemd_units(a.params, a.cron, a.monitor).items(): print(f"# --- {fname}\n{text}")
         return 0
@@ -385,6 +404,7 @@ def cmd_schedule(a) -> int:
     serve(a.params, a.cron, a.monitor, a.tracking_uri)
     return 0
 
+# %% ../nbs/22_cli.ipynb #c32f7233
 def _add_schedule(sub):
     "The `mlops schedule` parser."
     p = sub.add_parser('schedule', help='run the pipeline, scoring and monitoring on a schedule (Prefect, cron or systemd)',
@@ -411,131 +431,100 @@ def _params_arg(p, required=False):
         help='MLflow tracking URI (default: params, $MLFLOW_TRACKING_URI, else the embedded store under outputs/mlflow)',
     )
 
-def build_parser() -> argparse.ArgumentParser:
-    "The `mlops` argument parser."
-    ap = argparse.ArgumentParser(
-        prog='mlops',
-        description='Notebook-first MLOps: papermill pipelines tracked in MLflow, batch and REST serving, drift monitoring and a Voila dashboard.',
-    )
-    ap.add_argument('--version', action='version', version=f'mlops_lib {__version__}')
-    sub = ap.add_subparsers(dest='command', metavar='COMMAND', required=True)
-    p = sub.add_parser(
-        'data',
-        help='write sample datasets (seeded generators with known ground truth)',
-        description='Write a sample dataset, or all of them.',
-    )
-    p.add_argument(
-        '--name', help='sample name (car_purchase, customer_experience, restaurant_orders, transactions, attrition)'
-    )
+# %% ../nbs/22_cli.ipynb #f27ed7d6
+def _add_data(sub):
+    p = sub.add_parser('data', help='write sample datasets (seeded generators with known ground truth)',
+                       description='Write a sample dataset, or all of them.')
+    p.add_argument('--name', help='sample name (car_purchase, customer_experience, restaurant_orders, transactions, attrition)')
     p.add_argument('--rows', type=int, default=None, help="rows to generate (default: the sample's own)")
-    p.add_argument(
-        '--seed',
-        type=int,
-        default=42,
-        help='random seed (default 42, the params default: `make data` writes the rows `mlops run` would generate)',
-    )
+    p.add_argument('--seed', type=int, default=42,
+                   help='random seed (default 42, the params default: `make data` writes the rows `mlops run` would generate)')
     p.add_argument('--out', help='output file, .csv or .parquet (default data/<name>.csv)')
     p.add_argument('--out-dir', help='with --all: output folder (default data/)')
     p.add_argument('--all', action='store_true', help='write every sample at its default size')
     p.add_argument('--missing-only', action='store_true', help='skip files that exist already')
     p.add_argument('--drifted', action='store_true', help='write a drifted batch instead (shifted inputs)')
     p.set_defaults(fn=cmd_data)
-    p = sub.add_parser(
-        'run',
-        help='run the pipeline notebooks with papermill',
-        description='Run the step notebooks (ingest, eda, tune, train) under one MLflow parent run.',
-    )
+
+# %% ../nbs/22_cli.ipynb #7fe8e3b9
+def _add_run(sub):
+    p = sub.add_parser('run', help='run the pipeline notebooks with papermill',
+                       description='Run the step notebooks (ingest, eda, tune, train) under one MLflow parent run.')
     _params_arg(p)
     p.add_argument('--steps', help='comma-separated subset of: ingest,eda,tune,train,predict,monitor')
-    p.add_argument(
-        '--resume', metavar='RUN', help="reuse an earlier run's folder (outputs/runs/RUN) for the steps not re-run"
-    )
+    p.add_argument('--resume', metavar='RUN', help="reuse an earlier run's folder (outputs/runs/RUN) for the steps not re-run")
     p.add_argument('--run-name', help='name of the run and its folder (default <name>-<timestamp>)')
     p.add_argument('--quiet', action='store_true', help="hide papermill's per-cell progress bars")
     _add_run_cache(p)
     p.set_defaults(fn=cmd_run)
-    p = sub.add_parser(
-        'status',
-        help='the registered model, its champion and the last runs',
-        description='Show the champion and recent pipeline runs.',
-    )
+
+# %% ../nbs/22_cli.ipynb #3eb601ca
+def _add_status_ui(sub):
+    p = sub.add_parser('status', help='the registered model, its champion and the last runs',
+                       description='Show the champion and recent pipeline runs.')
     _params_arg(p)
     p.add_argument('--json', action='store_true', help='print JSON')
     p.set_defaults(fn=cmd_status)
-    p = sub.add_parser(
-        'ui', help='open the MLflow UI on the tracking store', description='Serve the MLflow UI (127.0.0.1 by default).'
-    )
+    p = sub.add_parser('ui', help='open the MLflow UI on the tracking store', description='Serve the MLflow UI (127.0.0.1 by default).')
     _params_arg(p)
-    p.add_argument('--host', default='127.0.0.1'); p.add_argument('--port', type=int, default=5000)
+    p.add_argument('--host', default='127.0.0.1')
+    p.add_argument('--port', type=int, default=5000)
     p.set_defaults(fn=cmd_ui)
-    p = sub.add_parser(
-        'predict',
-        help='score a batch file with a registered model',
-        description='Validate a CSV/Parquet batch against the model schema and score it in chunks.',
-    )
+
+# %% ../nbs/22_cli.ipynb #2b172e32
+def _add_predict(sub):
+    p = sub.add_parser('predict', help='score a batch file with a registered model',
+                       description='Validate a CSV/Parquet batch against the model schema and score it in chunks.')
     _params_arg(p)
     p.add_argument('--input', required=True, help='the batch to score (.csv or .parquet)')
-    p.add_argument(
-        '--output',
-        required=True,
-        help='where to write the predictions (.csv or .parquet); written to a temp file, then renamed',
-    )
+    p.add_argument('--output', required=True,
+                   help='where to write the predictions (.csv or .parquet); written to a temp file, then renamed')
     g = p.add_mutually_exclusive_group()
     g.add_argument('--alias', default='champion', help='model alias to use (default champion)')
     g.add_argument('--model-version', help='model version number to use instead of an alias')
-    p.add_argument(
-        '--on-invalid',
-        choices=['fail', 'quarantine'],
-        default=None,
-        help='invalid rows: fail the batch (default) or write them to a rejects file and score the rest',
-    )
-    p.add_argument(
-        '--on-unexpected',
-        choices=['score', 'reject'],
-        default=None,
-        help='rows breaking an expectation (range, category, missing): score and flag them in _flags (default) or reject them like invalid rows',
-    )
-    p.add_argument(
-        '--chunk-size', type=int, default=None, help='rows per chunk (default from params: predict.chunk_size)'
-    )
-    p.add_argument(
-        '--rejects', default=None, help='rejects file in quarantine mode (default <output stem>.rejects.csv)'
-    )
+    p.add_argument('--on-invalid', choices=['fail', 'quarantine'], default=None,
+                   help='invalid rows: fail the batch (default) or write them to a rejects file and score the rest')
+    p.add_argument('--on-unexpected', choices=['score', 'reject'], default=None,
+                   help='rows breaking an expectation (range, category, missing): score and flag them in _flags (default) '
+                        'or reject them like invalid rows')
+    p.add_argument('--chunk-size', type=int, default=None, help='rows per chunk (default from params: predict.chunk_size)')
+    p.add_argument('--rejects', default=None, help='rejects file in quarantine mode (default <output stem>.rejects.csv)')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
     p.set_defaults(fn=cmd_predict)
-    p = sub.add_parser(
-        'dashboard',
-        help='serve the Voila prediction dashboard',
-        description='Serve nbs/dashboard.ipynb with Voila (127.0.0.1 by default) and print its URL.',
-    )
+
+# %% ../nbs/22_cli.ipynb #d741eaab
+def _add_dashboard(sub):
+    p = sub.add_parser('dashboard', help='serve the Voila prediction dashboard',
+                       description='Serve nbs/dashboard.ipynb with Voila (127.0.0.1 by default) and print its URL.')
     _params_arg(p)
     p.add_argument('--port', type=int, default=None, help='port (default: a free one)')
     p.add_argument('--host', default='127.0.0.1')
-    p.add_argument(
-        '--max-upload-mb', type=float, default=None, help='batch upload limit in MB (default: $MLOPS_UPLOAD_MB or 20)'
-    )
+    p.add_argument('--max-upload-mb', type=float, default=None, help='batch upload limit in MB (default: $MLOPS_UPLOAD_MB or 20)')
     p.set_defaults(fn=cmd_dashboard)
-    _add_serve(sub); _add_export(sub); _add_simulate(sub)
-    p = sub.add_parser(
-        'monitor',
-        help="drift of a batch against the champion's training data",
-        description='Per-feature drift, prediction and target drift, an HTML report; optionally retrain on drift.',
-    )
+
+# %% ../nbs/22_cli.ipynb #3d50d56e
+def _add_monitor(sub):
+    p = sub.add_parser('monitor', help="drift of a batch against the champion's training data",
+                       description='Per-feature drift, prediction and target drift, an HTML report; optionally retrain on drift.')
     _params_arg(p)
     p.add_argument('--current', help='the batch to compare (.csv or .parquet); or --from-log')
     p.add_argument('--alias', default='champion')
-    p.add_argument(
-        '--retrain',
-        action='store_true',
-        default=None,
-        help='retrain when drift is found (default from params: monitor.retrain_on_drift)',
-    )
+    p.add_argument('--retrain', action='store_true', default=None,
+                   help='retrain when drift is found (default from params: monitor.retrain_on_drift)')
     p.add_argument('--out-dir', default=None, help='report folder (default outputs/monitor/<timestamp>)')
     p.set_defaults(fn=cmd_monitor)
     _add_monitor_log(p)
-    _add_schedule(sub)
-    _add_server(sub)
-    _add_dask_flags(sub)
+
+# %% ../nbs/22_cli.ipynb #264a3fbd
+def build_parser() -> argparse.ArgumentParser:
+    "The `mlops` argument parser: one sub-command a function, in the order `mlops --help` lists them."
+    ap = argparse.ArgumentParser(prog='mlops', description='Notebook-first MLOps: papermill pipelines tracked in MLflow, '
+                                 'batch and REST serving, drift monitoring and a Voila dashboard.')
+    ap.add_argument('--version', action='version', version=f'mlops_lib {__version__}')
+    sub = ap.add_subparsers(dest='command', metavar='COMMAND', required=True)
+    for add in (_add_data, _add_run, _add_status_ui, _add_predict, _add_dashboard, _add_serve, _add_export, _add_simulate,
+                _add_monitor, _add_schedule, _add_server, _add_dask_flags):
+        add(sub)
     return ap
 
 # %% ../nbs/22_cli.ipynb #ec961aa9
@@ -543,17 +532,22 @@ def is_user_error(ex: BaseException) -> bool:
     "True for errors the user causes and can fix: `UserError`, a missing/forbidden path, a full disk."
     return isinstance(ex, USER_ERRORS) or disk_full(ex)
 
+# %% ../nbs/22_cli.ipynb #c2daafd8
 def _first_line(ex: BaseException) -> str:
     s = str(ex).strip()
     return s.splitlines()[0] if s else type(ex).__name__
 
+# %% ../nbs/22_cli.ipynb #8b1ee273
 def write_crash_log(ex: BaseException, argv: list[str]) -> Path:
     "Write the command line and the traceback of `ex` to `outputs/logs/mlops-<UTC timestamp>-<pid>.log` (else the temp folder); return its path."
     import tempfile
     text = f"mlops_lib {__version__}\ncommand: {' '.join(map(str, argv))}\n\n" + ''.join(traceback.format_exception(ex))
     name = f"mlops-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}.log"
     for d in (outputs_dir()/'logs', Path(tempfile.gettempdir())):
-        try:d.mkdir(parents=True, exist_ok=True); (d/name).write_text(text); return d/name
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            (d/name).write_text(text)
+            return d/name
         except OSError: continue
     return Path('(no log: nothing writable)')
 
@@ -582,11 +576,13 @@ def main(argv: list[str]|None=None) -> int:
     a = build_parser().parse_args(argv)
     try: return a.fn(a) or 0
     except KeyboardInterrupt:
-        print('mlops: interrupted', file=sys.stderr); return 130
+        print('mlops: interrupted', file=sys.stderr)
+        return 130
     except Exception as ex:
         if os.environ.get('MLOPS_DEBUG'): raise
         if is_user_error(ex):
-            print(f"mlops {a.command}: error: {_first_line(ex)}", file=sys.stderr); return 2
+            print(f"mlops {a.command}: error: {_first_line(ex)}", file=sys.stderr)
+            return 2
         log = write_crash_log(ex, sys.argv if argv is None else ['mlops', *argv])
         print(f"mlops {a.command}: internal error {type(ex).__name__}: {_first_line(ex)} (not caused by your input); traceback in {log}", file=sys.stderr)
         return 1

@@ -19,10 +19,12 @@ __all__ = ['LOADS', 'DaskError', 'backend', 'scheduler_address', 'dask_client', 
 class DaskError(UserError, RuntimeError):
     "Dask is not installed or the scheduler cannot be reached."
 
+# %% ../nbs/11a_dask.ipynb #8e468d84
 def backend(configured: str='local') -> str:
     "'dask' when `$MLOPS_BACKEND` says so (the --dask-scheduler flag), else the params' value."
     return 'dask' if os.environ.get('MLOPS_BACKEND') == 'dask' else configured
 
+# %% ../nbs/11a_dask.ipynb #d432443b
 def scheduler_address() -> str|None:
     "The scheduler to use: `$DASK_SCHEDULER_ADDRESS`, else None (a LocalCluster)."
     return os.environ.get('DASK_SCHEDULER_ADDRESS') or None
@@ -36,6 +38,7 @@ def _import_distributed():
         return distributed
     except ImportError: raise DaskError("the dask backend needs dask and distributed: pip install 'mlops_lib[dask]'") from None
 
+# %% ../nbs/11a_dask.ipynb #4db8ab44
 def dask_client(address: str|None=None, # tcp://host:8786; None: $DASK_SCHEDULER_ADDRESS, else a LocalCluster
                 n_workers: int=2, # LocalCluster only: worker processes (one thread each)
                ):
@@ -55,6 +58,7 @@ def dask_client(address: str|None=None, # tcp://host:8786; None: $DASK_SCHEDULER
         _CLIENTS[key] = c
         return c
 
+# %% ../nbs/11a_dask.ipynb #8a4386f6
 @atexit.register
 def close_clients():
     "Close every client (and LocalCluster) this process opened."
@@ -72,7 +76,8 @@ def search_context(params, # the project's Params
                   ):
     "Run the block's joblib work on Dask when `models.backend` (or --dask-scheduler) says so; else do nothing."
     if backend(getattr(params.models, 'backend', 'local')) != 'dask':
-        yield; return
+        yield
+        return
     import joblib
     client = dask_client(n_workers=params.models.n_jobs if params.models.n_jobs > 1 else 2)
     search.set_params(n_jobs=-1)  # every worker thread of the cluster
@@ -112,8 +117,12 @@ def _parse_like_pandas(df: pd.DataFrame) -> pd.DataFrame:
     out = {}
     for c in df.columns:
         s = df[c]
-        if not (s.dtype == object or pd.api.types.is_string_dtype(s)): out[c] = s; continue
-        try:out[c] = pd.to_numeric(s); continue
+        if not (s.dtype == object or pd.api.types.is_string_dtype(s)):
+            out[c] = s
+            continue
+        try:
+            out[c] = pd.to_numeric(s)
+            continue
         except (ValueError, TypeError): pass
         v = set(s.dropna().unique())
         out[c] = (
@@ -123,6 +132,7 @@ def _parse_like_pandas(df: pd.DataFrame) -> pd.DataFrame:
         )
     return pd.DataFrame(out, index=df.index)
 
+# %% ../nbs/11a_dask.ipynb #e376d1e5
 def read_partitions(files: list[str], fmt: str, blocksize: str|int='64MB'):
     "The batch as a list of delayed pandas partitions, read with `dask.dataframe`."
     import dask.dataframe as dd
@@ -145,7 +155,9 @@ def score_partition(df: pd.DataFrame, # one partition of the batch
     lm = worker_model(uri, name, version)
     df = (_parse_like_pandas(df) if csv else df).reset_index(drop=True)
     scored, r = score_chunk(df, lm, source, predict=predict, **(kw or {}))
-    tally = BatchTally(lm); tally.add(scored, r, len(df)); tally.lm = None
+    tally = BatchTally(lm)
+    tally.add(scored, r, len(df))
+    tally.lm = None
     if predict: scored.to_parquet(Path(tmp)/f'part-{i:05d}.parquet', index=False)
     if not r.ok:
         r.rejects(df).assign(_row=lambda d: d.index).to_parquet(
@@ -182,6 +194,7 @@ def _commit_dir(tmp: Path, out: Path):
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
 
+# %% ../nbs/11a_dask.ipynb #57970e8e
 def commit_output(tmp: Path, out: Path, parts: list[Path]) -> int:
     "Move the scored part files into `out` (a folder, or one .parquet/.csv file) atomically; return the rows written."
     import pyarrow.parquet as pq
@@ -190,7 +203,8 @@ def commit_output(tmp: Path, out: Path, parts: list[Path]) -> int:
     rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
     if not out.suffix:
         for p in tmp.glob('_*'): shutil.rmtree(p) if p.is_dir() else p.unlink()
-        _commit_dir(tmp, out); return rows
+        _commit_dir(tmp, out)
+        return rows
     with atomic_path(out) as t:
         w = ChunkWriter(t, out)
         try:
@@ -198,6 +212,7 @@ def commit_output(tmp: Path, out: Path, parts: list[Path]) -> int:
         finally: w.close()
     return rows
 
+# %% ../nbs/11a_dask.ipynb #5e286694
 def write_rejects(tmp: Path, rej: Path, offsets: dict) -> int:
     "Concatenate the partitions' rejects into the CSV `rej` with `_row` counted over the whole batch; return their count."
     from mlops_lib.io import atomic_path
@@ -209,8 +224,10 @@ def write_rejects(tmp: Path, rej: Path, offsets: dict) -> int:
         w = ChunkWriter(t, rej)
         try:
             for p in parts:
-                d = pd.read_parquet(p); d['_row'] += offsets[int(p.stem.split('-')[1])]
-                w.write(d); n += len(d)
+                d = pd.read_parquet(p)
+                d['_row'] += offsets[int(p.stem.split('-')[1])]
+                w.write(d)
+                n += len(d)
         finally:
             w.close()
     return n
@@ -234,7 +251,8 @@ def score_batch_dask(lm, # the model (loaded on the client for its version and s
     files, fmt = input_files(src)
     client = client or dask_client()
     tmp = out.with_name(f'.{out.name}.dask-tmp-{os.getpid()}')
-    shutil.rmtree(tmp, ignore_errors=True); (tmp/'_rejects').mkdir(parents=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp/'_rejects').mkdir(parents=True)
     try:
         name = Path(files[0]).name if len(files) == 1 else str(src)
         tasks = [
@@ -243,7 +261,10 @@ def score_batch_dask(lm, # the model (loaded on the client for its version and s
         ]
         results = sorted(client.compute(tasks, sync=True), key=lambda r: r['i'])
         offsets, pos = {}, 0
-        for r in results: offsets[r['i']] = pos; pos += r['rows']; merge_tally(tally, r['tally'])
+        for r in results:
+            offsets[r['i']] = pos
+            pos += r['rows']
+            merge_tally(tally, r['tally'])
         if tally.rows_in == 0: raise DataError(f"{src}: no data rows; expected at least one row under the header")
         if tally.rows_rejected and on_invalid == 'fail':
             raise SchemaError(f"{tally.summary(name)}; nothing written (--on-invalid quarantine scores the valid rows)")

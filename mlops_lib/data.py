@@ -4,6 +4,7 @@
 
 # %% ../nbs/06_data.ipynb #b99d4943
 from __future__ import annotations
+from fastcore.basics import patch
 import csv, io
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -19,7 +20,9 @@ __all__ = ['check_names', 'csv_header', 'CheckedCSV', 'open_csv', 'read_table', 
 
 # %% ../nbs/06_data.ipynb #51ad6464
 def _looks_numeric(s) -> bool:
-    try: float(s); return True
+    try:
+        float(s)
+        return True
     except (TypeError, ValueError): return False
 
 # %% ../nbs/06_data.ipynb #36ea6f7a
@@ -33,6 +36,7 @@ def check_names(names: list, path: str|Path) -> list:
         seen[n] = i
     return list(names)
 
+# %% ../nbs/06_data.ipynb #5b2a3d8e
 def csv_header(path: str|Path, # the CSV file (or its name in messages, with `head`)
                head: bytes|None=None, # the first bytes of the file, when it is not on disk (an upload)
               ) -> list[str]:
@@ -43,7 +47,9 @@ def csv_header(path: str|Path, # the CSV file (or its name in messages, with `he
     if b'\x00' in head: raise DataError(f"{path}: a binary file, not CSV text (NUL bytes in the first {len(head):,} bytes)")
     text = head.decode('utf-8', errors='replace').removeprefix('\ufeff')
     first = text.split('\n', 1)[0]
-    try: first.encode('utf-8'); head[:len(first.encode('utf-8', errors='replace'))].decode('utf-8')
+    try:
+        first.encode('utf-8')
+        head[:len(first.encode('utf-8', errors='replace'))].decode('utf-8')
     except UnicodeDecodeError as ex: raise DataError(f"{path}: line 1 is not UTF-8 text (byte 0x{head[ex.start]:02x}); save the file as UTF-8") from None
     rows = list(csv.reader(io.StringIO(text)))
     if not rows or not any(rows[0]): raise DataError(f"{path}: the first line is empty; expected a header row with the column names")
@@ -59,13 +65,15 @@ class CheckedCSV(io.RawIOBase):
     def readable(self): return True
     def tell(self): return self.f.tell()
     def close(self):
-        self.f.close(); super().close()
+        self.f.close()
+        super().close()
     def readinto(self, b) -> int:
         n = self.f.readinto(b)
         if n: self._scan(memoryview(b)[:n])
         else: self._end()
         return n
 
+# %% ../nbs/06_data.ipynb #dde26b1e
 def _utf8(self: CheckedCSV, data, a: np.ndarray):
     "Raise on NUL bytes or bytes that are not UTF-8 (multi-byte sequences may span blocks)."
     if a.min() == 0: raise DataError(f"{self.path}: line {self.line + int((a[:int(np.argmax(a == 0))] == 10).sum())}: a NUL byte: a binary file, not CSV text")
@@ -80,10 +88,13 @@ def _utf8(self: CheckedCSV, data, a: np.ndarray):
         raise DataError(f"{self.path}: line {line}: not UTF-8 text (byte 0x{chunk[ex.start]:02x}); save the file as UTF-8") from None
     self.pend = chunk[cut:]
 
+# %% ../nbs/06_data.ipynb #2866adc9
 def _outside(pos: np.ndarray, quotes: np.ndarray, inq: bool) -> np.ndarray:
     "The positions of `pos` that are not inside a quoted field (an even number of quotes before them)."
     return pos if not len(quotes) and not inq else pos[(np.searchsorted(quotes, pos) + inq) % 2 == 0]
 
+# %% ../nbs/06_data.ipynb #eb10e5a4
+@patch
 def _scan(self: CheckedCSV, data):
     "Count the fields of every record that ends in `data` (quotes respected); raise on the first one with the wrong count."
     a = np.frombuffer(data, np.uint8)
@@ -93,8 +104,10 @@ def _scan(self: CheckedCSV, data):
     seps, ends = _outside(np.flatnonzero(a == 44), quotes, self.inq), _outside(np.flatnonzero(a == 10), quotes, self.inq)
     self.inq = bool((len(quotes) + self.inq) % 2)
     if len(ends):
-        k = np.diff(np.searchsorted(seps, ends), prepend=0); k[0] += self.seps
-        lens = np.diff(ends, prepend=-1) - 1; lens[0] += self.len
+        k = np.diff(np.searchsorted(seps, ends), prepend=0)
+        k[0] += self.seps
+        lens = np.diff(ends, prepend=-1) - 1
+        lens[0] += self.len
         blank = (lens == 0) | ((lens == 1) & (a[np.maximum(ends - 1, 0)] == 13) & (k == 0))
         wrong = np.flatnonzero((k != self.n - 1) & ~blank)
         if len(wrong): self._fail(self.line + int(wrong[0]), int(k[wrong[0]]) + 1)
@@ -102,6 +115,8 @@ def _scan(self: CheckedCSV, data):
         self.seps, self.len = len(seps) - int(np.searchsorted(seps, ends[-1])), len(a) - 1 - int(ends[-1])
     else: self.seps, self.len = self.seps + len(seps), self.len + len(a)
 
+# %% ../nbs/06_data.ipynb #5992a10f
+@patch
 def _end(self: CheckedCSV):
     "At the end of the file: check the last record (no newline after it) and unfinished quotes or UTF-8."
     if self.pend: raise DataError(f"{self.path}: line {self.line}: not UTF-8 text (the file ends inside a multi-byte character); save the file as UTF-8")
@@ -109,11 +124,12 @@ def _end(self: CheckedCSV):
     if self.len and not (self.len == 1 and self.last == 13) and self.seps != self.n - 1: self._fail(self.line, self.seps + 1)
     self.len = self.seps = 0
 
+# %% ../nbs/06_data.ipynb #61ce3a6d
+@patch
 def _fail(self: CheckedCSV, line: int, fields: int):
     raise DataError(f"{self.path}: line {line} has {fields} field(s), expected {self.n} like the header; fix the row or quote values that contain commas")
 
-CheckedCSV._scan, CheckedCSV._end, CheckedCSV._fail = _scan, _end, _fail
-
+# %% ../nbs/06_data.ipynb #ad8b8d0e
 def open_csv(path: str|Path, buffer_size: int=1 << 20) -> io.BufferedReader:
     "Open a CSV file for pandas with its header and structure checked as it is read."
     return io.BufferedReader(CheckedCSV(path), buffer_size)
@@ -198,7 +214,8 @@ def id_like_columns(df: pd.DataFrame, # the training split
     "The ID-like feature columns, each with the reason it is dropped."
     out, n = {}, len(df)
     for c in features:
-        s = df[c].dropna(); k = s.nunique()
+        s = df[c].dropna()
+        k = s.nunique()
         if k <= 50: continue
         if not pd.api.types.is_numeric_dtype(s) and k > max_share * len(s):
             out[c] = f"{k:,} distinct values in {len(s):,} rows: an ID or free text, not a category"
@@ -213,6 +230,7 @@ def id_like_columns(df: pd.DataFrame, # the training split
             out[c] = "a distinct integer in every row and named like an id"
     return out
 
+# %% ../nbs/06_data.ipynb #57c86753
 def column_report(df: pd.DataFrame, features: list[str], dropped: dict[str, str]|None=None) -> pd.DataFrame:
     "Text columns with their number of levels, rare levels (under 5 rows) and what happens to them."
     from mlops_lib.models import MAX_CATEGORIES, MIN_FREQUENCY

@@ -15,9 +15,18 @@ from .errors import DataError
 from .report import html_report
 
 # %% auto #0
-__all__ = ['MISSING', 'DRIFT_COLUMNS', 'FLAG_RULES', 'psi', 'numeric_drift', 'categorical_drift', 'feature_drift',
-           'dataset_drift', 'prediction_drift', 'drift_report', 'drift_figures', 'drift_metrics', 'drift_html',
-           'flag_summary', 'flag_metrics', 'strict_json', 'drift_gauges']
+__all__ = ['MISSING', 'DRIFT_COLUMNS', 'FLAG_RULES', 'reference_rows', 'psi', 'numeric_drift', 'categorical_drift',
+           'feature_drift', 'dataset_drift', 'prediction_drift', 'drift_report', 'drift_figures', 'drift_metrics',
+           'drift_html', 'flag_summary', 'flag_metrics', 'strict_json', 'drift_gauges']
+
+# %% ../nbs/15_drift.ipynb #dea5f19f
+def reference_rows(train: pd.DataFrame, # the training split
+                   seed: int, # seeds the sample
+                   max_rows: int=50_000, # rows kept at most
+                  ) -> pd.DataFrame:
+    "The reference for drift monitoring: the training rows, a seeded sample of `max_rows` of them when there are more."
+    if len(train) <= max_rows: return train
+    return train.sample(max_rows, random_state=seed).sort_index()
 
 # %% ../nbs/15_drift.ipynb #99ae76d1
 MISSING = '<missing>'
@@ -32,11 +41,13 @@ def _numeric(s: pd.Series, side: str) -> np.ndarray:
         )
     return v.dropna().to_numpy(dtype='float64')
 
+# %% ../nbs/15_drift.ipynb #86e56951
 def _category(v) -> str:
     "One value as a category name: missing -> `<missing>`, `1.0` -> `'1'`."
     if pd.isna(v): return MISSING
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
+# %% ../nbs/15_drift.ipynb #41a7ed69
 def _category_counts(s: pd.Series) -> pd.Series:
     "Rows per category of `s` (index: category names as strings)."
     vc = s.astype(object).value_counts(dropna=False)
@@ -55,6 +66,7 @@ def _psi_shares(r: np.ndarray, c: np.ndarray, eps: float=1e-4) -> float:
     r, c = np.clip(r, eps, None), np.clip(c, eps, None)
     return float(np.sum((c - r) * np.log(c / r)))
 
+# %% ../nbs/15_drift.ipynb #412c28c8
 def psi(ref: pd.Series, # reference values
         cur: pd.Series, # current values
         kind: str,      # 'numeric' or 'categorical'
@@ -76,6 +88,7 @@ def psi(ref: pd.Series, # reference values
 def _result(test: str, statistic: float, p_value: float, drifted: bool, psi: float) -> dict:
     return dict(test=test, statistic=float(statistic), p_value=float(p_value), drifted=bool(drifted), psi=float(psi))
 
+# %% ../nbs/15_drift.ipynb #6d2d2138
 def numeric_drift(ref: pd.Series, # reference (training) values
                   cur: pd.Series, # current batch values
                   cfg: MonitorParams, # thresholds
@@ -171,7 +184,7 @@ def _kind(s: pd.Series) -> str:
     if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s): return 'categorical'
     return 'numeric' if pd.api.types.is_float_dtype(s) or s.nunique() > 20 else 'categorical'
 
-
+# %% ../nbs/15_drift.ipynb #23bd40b9
 def prediction_drift(
     ref_pred: pd.Series,  # predictions on the reference data
     cur_pred: pd.Series,  # predictions on the current batch
@@ -294,6 +307,7 @@ def _metric_name(name: str, taken: set) -> str:
     while out in taken: out, i = f'{name}_{i}', i + 1
     return out
 
+# %% ../nbs/15_drift.ipynb #79e97c24
 def drift_metrics(report: dict, # from `drift_report`
                  ) -> dict[str, float]:
     "Flat MLflow metrics: share_drifted, n_drifted, dataset_drift, prediction/target drift, psi_max, psi_<feature>."
@@ -316,6 +330,7 @@ def _verdict(s: dict) -> str:
     counts = f"{s['n_drifted']} of {s['n_features']} features drifted"
     return f"<p class='drift'>Dataset drift: {counts}</p>" if s['dataset_drift'] else f"<p class='ok'>No dataset drift: {counts}</p>"
 
+# %% ../nbs/15_drift.ipynb #10a636f8
 def drift_html(report: dict,   # from `drift_report`
                figures: dict,  # from `drift_figures`
                title: str,     # page title
@@ -370,6 +385,7 @@ def strict_json(v):
     if isinstance(v, float) and not math.isfinite(v): return None
     return v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
 
+# %% ../nbs/15_drift.ipynb #ebfc4847
 def drift_gauges(report: dict, # from `drift_report`
                  model: str, version: str, # the monitored model
                  timestamp: str, # when (UTC, ISO 8601)

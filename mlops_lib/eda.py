@@ -21,6 +21,7 @@ MISSING, OTHER = '(missing)', '(other)'
 
 def _is_num(s: pd.Series) -> bool: return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
 
+# %% ../nbs/09_eda.ipynb #115fedd3
 def _check(df: pd.DataFrame, target: str, task: str):
     if not isinstance(df, pd.DataFrame): raise TypeError(f"expected a pandas DataFrame, got {type(df).__name__}")
     if task not in TASKS: raise ValueError(f"task: expected 'classification' or 'regression', got {task!r}")
@@ -47,6 +48,7 @@ def class_labels(y: pd.Series) -> list:
     try: return sorted(labels)
     except TypeError: return sorted(labels, key=str)
 
+# %% ../nbs/09_eda.ipynb #7698f75d
 def target_numeric(y: pd.Series, # the target column
                    task: str,    # 'classification' or 'regression'
                   ) -> pd.Series|None:
@@ -62,6 +64,7 @@ def _n_constant(df: pd.DataFrame, cols: list[str]) -> int:
     same = (df[num].min() == df[num].max()) | df[num].isna().all()
     return int(same.sum()) + sum(df[c].nunique() <= 1 for c in cat)
 
+# %% ../nbs/09_eda.ipynb #c5890bfb
 def _n_duplicates(df: pd.DataFrame) -> int:
     "Rows equal to an earlier row (compared by a 64-bit row hash, much faster than `DataFrame.duplicated` on wide frames)."
     return int(pd.util.hash_pandas_object(df, index=False).duplicated().sum()) if len(df) else 0
@@ -94,6 +97,7 @@ def _as_float(s: pd.Series) -> pd.Series:
     if s.dropna().map(type).isin([bool, np.bool_]).all(): return s.map({True: 1.0, False: 0.0}).astype(float)
     raise ValueError(f"column {s.name!r} is listed as numeric but has dtype {s.dtype}; list it as categorical")
 
+# %% ../nbs/09_eda.ipynb #c46c704f
 def _labels(s: pd.Series, top: int=20) -> pd.Series:
     "A column as category strings: missing values as '(missing)', all but the `top` most frequent as '(other)'."
     s = s.astype(object).where(s.notna(), MISSING).astype(str)
@@ -109,6 +113,7 @@ def _eta(values: pd.DataFrame, groups: pd.Series) -> pd.Series:
     total = ((values - mean)**2).sum()
     return np.sqrt(between / total.where(total > 1e-12 * (mean**2 + 1) * values.count())).fillna(0.0).clip(0, 1)
 
+# %% ../nbs/09_eda.ipynb #887ce746
 def _abs_corr_block(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     ok = np.isfinite(A) & np.isfinite(b)[:, None]
     Am, Bm = np.where(ok, A, np.nan), np.where(ok, b[:, None], np.nan)
@@ -117,6 +122,7 @@ def _abs_corr_block(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     const = (np.nanmax(Am, 0) == np.nanmin(Am, 0)) | (np.nanmax(Bm, 0) == np.nanmin(Bm, 0))
     return np.where(const | (ok.sum(0) < 2) | ~np.isfinite(r), 0.0, np.minimum(r, 1.0))
 
+# %% ../nbs/09_eda.ipynb #9075168e
 def _abs_corr(X: pd.DataFrame, y: pd.Series, block: int=64) -> pd.Series:
     "|Pearson correlation| of each column of `X` with `y` over rows where both are finite; 0 for a constant column."
     b = y.to_numpy(float)
@@ -125,6 +131,7 @@ def _abs_corr(X: pd.DataFrame, y: pd.Series, block: int=64) -> pd.Series:
         r = [_abs_corr_block(X.iloc[:, i:i+block].to_numpy(float), b) for i in range(0, X.shape[1], block)]
     return pd.Series(np.concatenate(r) if r else [], index=X.columns, dtype=float)
 
+# %% ../nbs/09_eda.ipynb #33b04f05
 def _cramers_v(a: pd.Series, b: pd.Series) -> float:
     "Cramér's V between two categorical columns (0: independent, 1: one determines the other)."
     t = pd.crosstab(a.to_numpy(), b.to_numpy()).to_numpy()
@@ -141,6 +148,7 @@ def _feature_lists(df, target, numeric, categorical) -> tuple[list[str], list[st
             raise ValueError(f"{kind}: columns {bad} not found in the frame")
     return numeric, categorical
 
+# %% ../nbs/09_eda.ipynb #a996af7b
 def feature_scores(df: pd.DataFrame, # the data, target included
                    target: str,      # the target column
                    task: str,        # 'classification' or 'regression'
@@ -174,17 +182,20 @@ def _finite(x) -> np.ndarray:
     x = np.asarray(x, float)
     return x[np.isfinite(x)]
 
+# %% ../nbs/09_eda.ipynb #f55492f6
 def _edges(x: np.ndarray, bins: int=30) -> np.ndarray:
     "Shared histogram bin edges over the finite values of `x`."
     x = _finite(x)
     return np.histogram_bin_edges(x, bins=bins) if len(x) else np.array([0.0, 1.0])
 
+# %% ../nbs/09_eda.ipynb #6f66f573
 def _hist_bar(x, edges, name: str, share: bool=False, **kw) -> go.Bar:
     "Histogram of `x` as a bar trace (counts, or shares of the finite values)."
     counts = np.histogram(_finite(x), edges)[0].astype(float)
     if share and counts.sum(): counts /= counts.sum()
     return go.Bar(x=(edges[:-1] + edges[1:])/2, y=counts, width=np.diff(edges), name=name, **kw)
 
+# %% ../nbs/09_eda.ipynb #e268593d
 def _box(x, name: str, **kw) -> go.Box|None:
     "A box trace from precomputed quartiles and 1.5 IQR whiskers (None when `x` has no finite value)."
     x = _finite(x)
@@ -240,7 +251,8 @@ def correlation_figure(df: pd.DataFrame, # the data, target included
     title = f"Correlations ({min(top, len(numeric))} of {len(numeric)} numeric features)"
     if X.shape[1] == 0: return go.Figure(layout=dict(_LAYOUT, title=title + ': no numeric columns'))
     with np.errstate(all='ignore'), warnings.catch_warnings():
-        warnings.simplefilter('ignore'); c = X.corr().round(3)
+        warnings.simplefilter('ignore')
+        c = X.corr().round(3)
     names = [str(n) for n in c.columns]
     hm = go.Heatmap(z=c.to_numpy(), x=names, y=names, zmin=-1, zmax=1, colorscale='RdBu_r',
                     texttemplate='%{z:.2f}' if len(names) <= 25 else None, hoverongaps=False)
@@ -254,7 +266,7 @@ def _classes(y: pd.Series, top: int=10) -> list:
     keep = set(y.value_counts().index[:top])
     return [c for c in class_labels(y) if c in keep]
 
-
+# %% ../nbs/09_eda.ipynb #31231484
 def _two_views(
     titles: tuple[str, str], traces: list[tuple[int, go.BaseTraceType | None]], title: str, **layout
 ) -> go.Figure:
@@ -290,6 +302,7 @@ def _numeric_vs_class(x: pd.Series, y: pd.Series) -> go.Figure:
         ]
     return _two_views(('share of each class', 'by class'), traces, f"{x.name} by {y.name}", barmode='overlay')
 
+# %% ../nbs/09_eda.ipynb #a98a84d7
 def _numeric_vs_value(x: pd.Series, y: pd.Series, seed: int=0, max_points: int=2000, bins: int=20) -> go.Figure:
     ok = np.flatnonzero(np.isfinite(x.to_numpy(float)) & np.isfinite(y.to_numpy(float)))
     pick = np.sort(np.random.default_rng(seed).choice(ok, min(max_points, len(ok)), replace=False))

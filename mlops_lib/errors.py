@@ -14,12 +14,15 @@ __all__ = ['DISK_ERRNOS', 'UserError', 'ParamsError', 'UsageError', 'DataError',
 class UserError(Exception):
     "An error the user can fix (bad params, data, batch or command); the CLI prints its one-line message, never a traceback."
 
+# %% ../nbs/01_errors.ipynb #d93e3923
 class ParamsError(UserError, ValueError):
     "A params file that cannot be used; the message is one line naming the file and the key."
 
+# %% ../nbs/01_errors.ipynb #b4592634
 class UsageError(UserError, ValueError):
     "A command-line value, option or file name that cannot be used; one line naming it, what is allowed and what was given."
 
+# %% ../nbs/01_errors.ipynb #98a0bfb0
 class DataError(UserError, ValueError):
     "Input data that cannot be used; the message is one line naming the file and the problem."
 
@@ -27,6 +30,7 @@ class DataError(UserError, ValueError):
 class OutputError(UserError, OSError):
     "An output that cannot be written (disk full, file size limit); the message names the file."
 
+# %% ../nbs/01_errors.ipynb #e8aaacd7
 DISK_ERRNOS = {errno.EFBIG, errno.ENOSPC, errno.EDQUOT}
 
 def disk_full(ex: BaseException) -> bool:
@@ -38,5 +42,6 @@ def disk_full(ex: BaseException) -> bool:
 class LockTimeout(UserError, TimeoutError):
     "Waited too long for a lock another process holds."
 
+# %% ../nbs/01_errors.ipynb #85bbe88d
 class ServerUnavailable(UserError, ValueError):
     "No server answers at a URL (or a port to serve on is taken)."

@@ -16,7 +16,7 @@ from .params import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
 # %% auto #0
 __all__ = ['SCORING', 'classification_metrics', 'regression_metrics', 'score_model', 'predict_frame', 'sklearn_scoring',
-           'permutation_importance_frame', 'importance_figure', 'evaluation_figures']
+           'importance_rows', 'permutation_importance_frame', 'importance_figure', 'evaluation_figures']
 
 # %% ../nbs/10_evaluate.ipynb #d6b5614c
 def _check_task(task: str) -> str:
@@ -24,6 +24,7 @@ def _check_task(task: str) -> str:
         raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
     return task
 
+# %% ../nbs/10_evaluate.ipynb #d557f573
 def _check_proba(y: np.ndarray, proba: np.ndarray, classes: np.ndarray):
     if proba.ndim != 2 or proba.shape != (len(y), len(classes)):
         raise ValueError(f"proba must have shape (n_rows, n_classes) = ({len(y)}, {len(classes)}), got {proba.shape}")
@@ -108,6 +109,7 @@ def _check_metric(metric: str, task: str):
     if metric not in allowed:
         raise ValueError(f"metric must be one of {', '.join(allowed)} for a {task} task, got {metric!r}")
 
+# %% ../nbs/10_evaluate.ipynb #8bebd965
 def sklearn_scoring(metric: str,         # one of our metric names, e.g. 'roc_auc'
                     task: str,           # 'classification' or 'regression'
                     n_classes: int=2,    # number of classes (classification)
@@ -136,6 +138,11 @@ def _sample_rows(X, y, max_rows: int, seed: int):
     idx = np.sort(np.random.default_rng(seed).choice(len(X), max_rows, replace=False))
     return X.iloc[idx], (y.iloc[idx] if hasattr(y, 'iloc') else np.asarray(y)[idx])
 
+# %% ../nbs/10_evaluate.ipynb #98341fac
+def importance_rows(n_features: int) -> int:
+    "How many rows permutation importance samples: fewer for wide data (5,000 up to 80 features, at least 1,000)."
+    return min(5000, max(1000, 400_000 // max(n_features, 1)))
+
 # %% ../nbs/10_evaluate.ipynb #81f823b7
 def permutation_importance_frame(model,            # fitted estimator or Pipeline
                                  X: pd.DataFrame,  # raw input columns
@@ -144,7 +151,7 @@ def permutation_importance_frame(model,            # fitted estimator or Pipelin
                                  metric: str,      # one of our metric names
                                  n_repeats: int=5, # shuffles per column
                                  seed: int=0,      # seeds the row sample and the shuffles
-                                 max_rows: int=5000,  # rows used at most
+                                 max_rows: int|None=None,  # rows used at most (default: `importance_rows` of the width)
                                  n_jobs: int=1,    # parallel jobs
                                 ) -> pd.DataFrame:
     "Permutation importance per input column: feature, importance_mean, importance_std, most important first."
@@ -152,7 +159,7 @@ def permutation_importance_frame(model,            # fitted estimator or Pipelin
     classes = getattr(model, 'classes_', None) if task == 'classification' else None
     scoring = sklearn_scoring(metric, task, len(classes) if classes is not None else 2,
                               classes[1] if classes is not None and len(classes) == 2 else None)
-    Xs, ys = _sample_rows(X, y, max_rows, seed)
+    Xs, ys = _sample_rows(X, y, max_rows or importance_rows(X.shape[1]), seed)
     r = permutation_importance(model, Xs, ys, scoring=scoring, n_repeats=n_repeats, n_jobs=n_jobs, random_state=seed)
     imp = pd.DataFrame(
         {'feature': list(X.columns), 'importance_mean': r.importances_mean, 'importance_std': r.importances_std}
@@ -176,6 +183,7 @@ def _ovr(y: np.ndarray, proba: np.ndarray, classes: np.ndarray):
     if len(classes) == 2: return [(str(classes[1]), (y == classes[1]).astype(int), proba[:, 1])]
     return [(str(c), (y == c).astype(int), proba[:, i]) for i, c in enumerate(classes)]
 
+# %% ../nbs/10_evaluate.ipynb #4fd905db
 def _diagonal(fig: go.Figure, name: str='chance') -> go.Figure:
     return fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode='lines', name=name, line=dict(dash='dash', color='grey')))
 
@@ -244,6 +252,7 @@ def _pred_vs_actual(y, pred, idx) -> go.Figure:
         title=f'Predicted vs actual ({len(idx)} of {len(y)} rows)', xaxis_title='actual', yaxis_title='predicted'
     )
 
+# %% ../nbs/10_evaluate.ipynb #fc8ce138
 def _residuals(y, pred, idx) -> go.Figure:
     res = y - pred
     fig = make_subplots(rows=1, cols=2, column_widths=[0.7, 0.3], subplot_titles=('residual vs predicted', 'residuals'))

@@ -11,7 +11,7 @@ from .errors import DISK_ERRNOS, DataError, OutputError, UsageError, UserError, 
 if TYPE_CHECKING: import pandas as pd
 
 # %% auto #0
-__all__ = ['atomic_path', 'table_format', 'write_table']
+__all__ = ['atomic_path', 'table_format', 'write_table', 'write_json', 'read_head']
 
 # %% ../nbs/02_io.ipynb #3fed920a
 def _disk_reason(ex: OSError) -> str:
@@ -19,6 +19,7 @@ def _disk_reason(ex: OSError) -> str:
     if ex.errno in DISK_ERRNOS: return os.strerror(ex.errno)
     return next(os.strerror(e) for e in DISK_ERRNOS if os.strerror(e) in str(ex))
 
+# %% ../nbs/02_io.ipynb #3f15a57e
 @contextlib.contextmanager
 def atomic_path(path: str|Path):
     "Yield a temporary path beside `path`; rename it to `path` on success, delete it on error."
@@ -54,3 +55,21 @@ def write_table(df: pd.DataFrame, path: str|Path) -> Path:
         if fmt == 'parquet': df.to_parquet(tmp, index=False)
         else: df.to_csv(tmp, index=False)
     return path
+
+# %% ../nbs/02_io.ipynb #01b9ba97
+def write_json(obj, path: str|Path) -> Path:
+    "Write `obj` as indented JSON atomically (values JSON cannot hold become strings); return the path."
+    import json
+    path = Path(path)
+    with atomic_path(path) as tmp: tmp.write_text(json.dumps(obj, indent=1, default=str))
+    return path
+
+# %% ../nbs/02_io.ipynb #d5caec60
+def read_head(path: str|Path, rows: int) -> pd.DataFrame:
+    "The first `rows` rows of a CSV or Parquet table (a Parquet file is read a batch at a time, not whole)."
+    import pandas as pd
+    if table_format(path) == 'csv': return pd.read_csv(path, nrows=rows)
+    import pyarrow.parquet as pq
+    pf = pq.ParquetFile(path)
+    if not pf.metadata.num_rows: return pf.schema_arrow.empty_table().to_pandas()
+    return next(pf.iter_batches(batch_size=rows)).to_pandas()

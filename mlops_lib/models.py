@@ -35,7 +35,7 @@ from .schema import DataSchema
 # %% auto #0
 __all__ = ['MIN_FREQUENCY', 'MAX_CATEGORIES', 'FAMILIES', 'LARGE_ROWS', 'build_preprocessor', 'Family', 'make_estimator',
            'default_space', 'build_pipeline', 'SpaceError', 'check_space', 'TuneResult', 'search_strategy',
-           'make_search', 'tune_family', 'best_result']
+           'make_search', 'tune_family', 'best_result', 'tune_table', 'tune_summary']
 
 # %% ../nbs/11_models.ipynb #fa0436a9
 MIN_FREQUENCY, MAX_CATEGORIES = 5, 30  # one-hot: levels rarer than this share the infrequent column; at most this many columns per feature
@@ -96,6 +96,7 @@ def make_estimator(family: str, task: str, seed: int, n_jobs: int=1, **kw):
     if family == 'random_forest': args.setdefault('n_jobs', n_jobs)
     return cls(**args)
 
+# %% ../nbs/11_models.ipynb #c3b79ba9
 def default_space(family: str, task: str) -> dict:
     "The family's default search space for `task`."
     return (_REGRESSION_SPACE.get(family) if task == 'regression' else None) or FAMILIES[family].space
@@ -114,6 +115,7 @@ def build_pipeline(family: str, schema: DataSchema, seed: int, n_jobs: int=1, **
 class SpaceError(UserError, ValueError):
     "A search space naming parameters the estimator does not have."
 
+# %% ../nbs/11_models.ipynb #4c25a9f4
 def check_space(family: str, task: str, space: dict) -> dict:
     "Check that every key of `space` is a parameter of the family's estimator; return the space."
     est = make_estimator(family, task, 0)
@@ -142,13 +144,19 @@ class TuneResult:
     n_candidates: int
     fit_seconds: float
     cv_results: pd.DataFrame # the full CV results table
-    best_estimator: Pipeline|None  # None: the searches do not refit (40_train fits the winner once, on all training rows)
+    strategy: str            # the search that ran: grid, random or halving (no refit: 40_train fits the winner once)
+
+    @property
+    def cv_table(self) -> pd.DataFrame:
+        "The CV results as a flat table (one `param_*` column per parameter instead of the `params` dicts)."
+        return self.cv_results.drop(columns='params', errors='ignore')
 
 # %% ../nbs/11_models.ipynb #92db9dd7
 def _cv(params: Params):
     kind = StratifiedKFold if params.task == 'classification' else KFold
     return kind(n_splits=params.models.cv_folds, shuffle=True, random_state=params.seed)
 
+# %% ../nbs/11_models.ipynb #d0fb64a4
 LARGE_ROWS = 50_000  # from this many training rows, a family whose strategy the params leave unset is searched by successive halving
 
 def search_strategy(fp: FamilyParams, n_rows: int|None=None) -> str:
@@ -157,6 +165,7 @@ def search_strategy(fp: FamilyParams, n_rows: int|None=None) -> str:
         return 'halving'
     return fp.strategy
 
+# %% ../nbs/11_models.ipynb #9cbc3b1b
 def make_search(family: str, fp: FamilyParams, schema: DataSchema, params: Params, n_rows: int|None=None):
     "The scikit-learn search object for one family, per its params (`n_rows`: the training rows, for the default strategy)."
     space = check_space(family, params.task, fp.space or default_space(family, params.task))
@@ -210,7 +219,7 @@ def tune_family(X: pd.DataFrame, # training features
         len(cvr),
         time.perf_counter() - t0,
         cvr.assign(mean_test_score=sign * cvr.mean_test_score),
-        getattr(search, 'best_estimator_', None),
+        search_strategy(fp, len(X)),
     )
 
 # %% ../nbs/11_models.ipynb #fb67e603
@@ -218,3 +227,17 @@ def best_result(results: list[TuneResult]) -> TuneResult:
     "The family with the best mean CV score (direction from the metric)."
     key = (lambda r: r.cv_mean) if higher_is_better(results[0].metric) else (lambda r: -r.cv_mean)
     return max(results, key=key)
+
+# %% ../nbs/11_models.ipynb #9ae7ce55
+def tune_table(results: list[TuneResult]) -> pd.DataFrame:
+    "One row per family: CV mean and std, candidates, strategy, seconds and best parameters."
+    rows = [dict(family=r.family, cv_mean=r.cv_mean, cv_std=r.cv_std, candidates=r.n_candidates, strategy=r.strategy,
+                 seconds=round(r.fit_seconds, 1), best_params=r.best_params) for r in results]
+    return pd.DataFrame(rows)
+
+# %% ../nbs/11_models.ipynb #d8354942
+def tune_summary(results: list[TuneResult]) -> dict:
+    "What `tune.json` holds: the metric, the best family, and each family's best parameters and CV score."
+    best = best_result(results)
+    families = {r.family: dict(best_params=r.best_params, cv_mean=r.cv_mean, cv_std=r.cv_std) for r in results}
+    return dict(metric=best.metric, best_family=best.family, families=families)

@@ -5,22 +5,26 @@
 # %% ../nbs/17_monitor.ipynb #e1a39906
 from __future__ import annotations
 import json, math, sys
+from dataclasses import dataclass
 from pathlib import Path
 import yaml
 import numpy as np
 import pandas as pd
 from .errors import UserError
+from .io import write_table
 from .drift import (drift_figures, drift_gauges, drift_html, drift_metrics, drift_report, flag_metrics,
                              flag_summary, prediction_drift, strict_json)
 
 # %% auto #0
 __all__ = ['MonitorError', 'metric_dropped', 'alert_payload', 'send_alert', 'read_labels', 'join_labels', 'reference_data',
-           'model_outputs', 'monitor_batch', 'serving_log_dir', 'log_window', 'monitor_log']
+           'model_outputs', 'BatchAnalysis', 'analyse_batch', 'batch_summary', 'monitor_message', 'monitor_batch',
+           'serving_log_dir', 'log_window', 'monitor_log']
 
 # %% ../nbs/17_monitor.ipynb #ed7cdf56
 class MonitorError(UserError, ValueError):
     "A monitoring input that cannot be used (empty log, empty window, labels that match nothing...)."
 
+# %% ../nbs/17_monitor.ipynb #c077ceb9
 def metric_dropped(live: float|None, test: float|None, metric: str, drop: float) -> bool:
     "True when the live metric is worse than the test metric by at least `drop` (in the metric's direction)."
     from mlops_lib.params import higher_is_better
@@ -65,13 +69,14 @@ def alert_payload(
         )
     )
 
-
+# %% ../nbs/17_monitor.ipynb #8765502c
 def send_alert(url: str, payload: dict, timeout: float=5.0) -> str|None:
     "POST `payload` as JSON; None when delivered, else the error (one warning line on stderr; never raises)."
     import requests
     try:
         r = requests.post(url, data=json.dumps(payload), headers={'Content-Type': 'application/json'}, timeout=timeout)
-        r.raise_for_status(); return None
+        r.raise_for_status()
+        return None
     except Exception as ex:
         err = f"{type(ex).__name__}: {(str(ex).splitlines() or [''])[0][:200]}"
         print(f"warning: alert to {url} not delivered ({err}); monitoring goes on", file=sys.stderr)
@@ -99,6 +104,7 @@ def read_labels(path: str|Path, target: str) -> pd.DataFrame:
         .reset_index(drop=True)
     )
 
+# %% ../nbs/17_monitor.ipynb #7ce2344a
 def join_labels(cur: pd.DataFrame, labels: pd.DataFrame, target: str, labels_source: str, source: str) -> pd.DataFrame:
     "`cur` with its `target` column taken from `labels` by request id (missing where unlabelled)."
     if 'request_id' not in cur.columns:
@@ -171,6 +177,7 @@ def _alerts(P, summary: dict, retrain: bool, drift: bool, lab_ok: bool) -> tuple
     err = send_alert(P.monitor.alert_url, alert_payload(summary, 'drift', decision), P.monitor.alert_timeout)
     return decision, [dict(event='drift', delivered=err is None, error=err)]
 
+# %% ../nbs/17_monitor.ipynb #cdc59fe6
 def _write_summaries(summary: dict, rep: dict, out: Path):
     "summary.json in the report folder, outputs/monitor/latest.json and outputs/monitor/<model>/latest.json (with the gauges)."
     from mlops_lib.config import outputs_dir
@@ -182,6 +189,116 @@ def _write_summaries(summary: dict, rep: dict, out: Path):
         (outputs_dir() / 'monitor' / summary['model'] / 'latest.json', latest),
     ):
         with atomic_path(p) as tmp: tmp.write_text(json.dumps(strict_json(d), indent=1))
+
+# %% ../nbs/17_monitor.ipynb #4d95aab6
+@dataclass
+class BatchAnalysis:
+    "What the monitor computes on a batch against the champion's reference, before anything is written or logged."
+    report: dict            # `drift_report` plus the schema flags and prediction drift
+    valid: pd.DataFrame     # the rows the model can score (its contract holds)
+    labelled: pd.DataFrame  # the valid rows that carry a label
+    live: float|None        # the promotion metric on the labelled rows
+    ref_pred: pd.Series     # the model's outputs on the reference rows
+    cur_pred: pd.Series|None  # ... and on the valid rows of the batch
+
+# %% ../nbs/17_monitor.ipynb #4ade7884
+def analyse_batch(lm, # the loaded champion (`tracking.load_model`)
+                  cur: pd.DataFrame, # the batch (with `_flags` and the target when it has them)
+                  P, # the project params
+                  src: str, # how the batch is named in messages
+                 ) -> BatchAnalysis:
+    "Feature drift against the reference, the schema's flags, prediction drift on the valid rows, the live metric on the labelled ones."
+    from mlops_lib.schema import validate_frame
+    ref, S = reference_data(lm), lm.schema
+    rep = drift_report(ref, cur, S.numeric, S.categorical, P.monitor, target=P.target, task=P.task, source=src)
+    vr = validate_frame(cur, S, source=src)
+    ok = vr.valid
+    rep['flags'] = flag_summary(cur['_flags'] if '_flags' in cur.columns else vr.flags)
+    ref_pred = model_outputs(lm.model, ref[S.feature_names], P.task)
+    cur_pred = model_outputs(lm.model, ok[S.feature_names], P.task) if len(ok) else None
+    rep['prediction'] = prediction_drift(ref_pred, cur_pred, None, P.monitor) if cur_pred is not None else None
+    lab = ok.join(cur[[P.target]]).dropna(subset=[P.target]) if P.target in cur.columns else ok.iloc[:0]
+    live = None
+    if len(lab) and (P.task == 'regression' or lab[P.target].nunique() > 1):
+        from mlops_lib.evaluate import score_model
+        live = score_model(lm.model, lab[S.feature_names], lab[P.target], P.task)[P.promotion.metric]
+    return BatchAnalysis(rep, ok, lab, live, ref_pred, cur_pred)
+
+# %% ../nbs/17_monitor.ipynb #ea23d6ff
+def batch_summary(a: BatchAnalysis, lm, P, cur: pd.DataFrame, src: str, out: Path) -> dict:
+    "The monitor's record of a batch: model and version, rows, drift, flags, the live and test metric, the report path."
+    import time
+    s, test = a.report['summary'], lm.metrics.get(P.promotion.metric)
+    return dict(
+        created=time.strftime('%Y-%m-%dT%H:%M:%S'), timestamp=pd.Timestamp.now(tz='UTC').isoformat(),
+        model=P.name, version=lm.version, current=src, rows=len(cur), rows_valid=len(a.valid),
+        summary={k: (v.item() if hasattr(v, 'item') else v) for k, v in s.items()},
+        prediction=a.report['prediction'], target=a.report['target'], flags=a.report['flags'],
+        live_metric=a.live, test_metric=test, metric=P.promotion.metric,
+        metric_drop=metric_dropped(a.live, test, P.promotion.metric, P.monitor.metric_drop),
+        report_path=str(out/'drift.html'),
+    )
+
+# %% ../nbs/17_monitor.ipynb #ec4bdb04
+def monitor_message(summary: dict, name: str) -> str:
+    "One line: the verdict, prediction drift, the live metric, flags, rows left out, retrain and alerts, the report."
+    s, pred, flags, m = summary['summary'], summary['prediction'], summary['flags'], summary['metric']
+    drifted = ', '.join(s['drifted_features'][:6])
+    parts = [f"DATASET DRIFT: {s['n_drifted']} of {s['n_features']} features drifted ({drifted})" if s['dataset_drift']
+             else f"no dataset drift ({s['n_drifted']} of {s['n_features']} features drifted)"]
+    if pred: parts.append(f"prediction drift: {'yes' if pred['drifted'] else 'no'}")
+    if summary['live_metric'] is not None:
+        test = summary['test_metric'] if summary['test_metric'] is not None else float('nan')
+        parts.append(f"live {m} {summary['live_metric']:.4g} vs test {test:.4g}" + (' (METRIC DROP)' if summary['metric_drop'] else ''))
+    if flags and flags['flagged']:
+        rules = ', '.join(f'{k} {v}' for k, v in flags['by_rule'].items() if v)
+        parts.append(f"{flags['flagged']} of {flags['rows']} rows flagged by the schema ({rules})")
+    rows, bad = summary['rows'], summary['rows'] - summary['rows_valid']
+    if bad and not summary['rows_valid']:
+        parts.append(f"none of the {rows} rows passes the model's contract (declared constraints), so no prediction drift or live metric")
+    elif bad:
+        parts.append(f"{bad} of {rows} rows fail the model's schema and are left out of prediction drift and the live metric")
+    if summary.get('retrain'): parts.append(f"retrain: {summary.get('retrain_reason') or summary['retrain']}")
+    parts += [f"alert ({a['event']}) {'sent' if a['delivered'] else 'NOT delivered'}" for a in summary.get('alerts', [])]
+    return f"{summary['model']} v{summary['version']} vs {name}: " + '; '.join(parts) + f". Report: {summary['report_path']}"
+
+# %% ../nbs/17_monitor.ipynb #9c6b4f68
+def _retrain_on_drift(P, summary: dict, a: BatchAnalysis, name: str, out: Path, uri: str):
+    "Retrain on the training data plus the labelled batch; record the gate's outcome in `summary` and alert it."
+    import mlflow
+    from mlflow import MlflowClient
+    if not len(a.labelled):
+        summary['retrain'] = f"drift found but {name} has no labelled rows ('{P.target}'): cannot retrain"
+        return
+    rec = _retrain(P, a.labelled, out, uri)
+    v = None if rec.get('version') is None else str(rec['version'])
+    # the gate's outcome as the new version records it ('promoted' or 'rejected'), and the gate's sentence
+    outcome = MlflowClient(uri, uri).get_model_version(P.name, v).tags.get('promotion.decision') if v else None
+    summary['retrain'], summary['retrain_version'] = outcome or rec.get('decision', ''), v
+    summary['retrain_reason'] = rec.get('decision', '')
+    mlflow.set_tag('retrain', summary['retrain'])
+    if P.monitor.alert_url:
+        err = send_alert(P.monitor.alert_url, alert_payload(summary, 'retrain', summary['decision']), P.monitor.alert_timeout)
+        summary['alerts'].append(dict(event='retrain', delivered=err is None, error=err))
+
+# %% ../nbs/17_monitor.ipynb #7bb15304
+def _log_batch_run(P, summary: dict, a: BatchAnalysis, name: str, out: Path, uri: str, run_id: str|None, retrain: bool):
+    "Log the batch's drift to MLflow (its own run, or the step's), send the alerts and retrain on drift when asked."
+    import mlflow
+    s = summary['summary']
+    metrics = {**drift_metrics(a.report), **flag_metrics(a.report['flags'])}
+    if a.live is not None: metrics[f'live_{P.promotion.metric}'] = a.live
+    while mlflow.active_run(): mlflow.end_run()
+    tags = {'mlops.kind': 'monitor'}
+    with mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name=f'monitor-{Path(name).stem}'[:200], tags=tags) as run:
+        mlflow.set_tags({'model_version': summary['version'], 'current': summary['current'][:5000],
+                         'dataset_drift': str(bool(s['dataset_drift'])), 'metric_drop': str(summary['metric_drop'])})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+        for f in ('drift.html', 'features.csv'): mlflow.log_artifact(str(out/f))
+        summary['run_id'] = run.info.run_id
+        has_labels = P.target in a.labelled.columns and len(a.labelled) > 0
+        summary['decision'], summary['alerts'] = _alerts(P, summary, retrain, bool(s['dataset_drift']), has_labels)
+        if retrain and s['dataset_drift']: _retrain_on_drift(P, summary, a, name, out, uri)
 
 # %% ../nbs/17_monitor.ipynb #05753a3a
 def monitor_batch(
@@ -196,13 +313,11 @@ def monitor_batch(
     source: str | None = None,  # how the batch is named in messages (default: its file name)
 ) -> dict:
     "Drift of a batch against the champion's training data: report files, an MLflow run, alerts, and optionally a retrain."
-    import time, mlflow
-    from mlflow import MlflowClient
+    import time
     from mlops_lib.config import outputs_dir
-    from mlops_lib.io import atomic_path
-    from mlops_lib.params import load_params, tracking_uri
     from mlops_lib.data import read_table
-    from mlops_lib.schema import validate_frame
+    from mlops_lib.params import load_params, tracking_uri
+    from mlops_lib.report import write_report
     from mlops_lib.tracking import load_model, setup_tracking
     P = load_params(params_file)
     frame = isinstance(current, pd.DataFrame)
@@ -213,124 +328,17 @@ def monitor_batch(
     uri = uri or tracking_uri(P)
     setup_tracking(uri, P.name)
     lm = load_model(P.name, alias)
-    ref, S = reference_data(lm), lm.schema
-    rep = drift_report(ref, cur, S.numeric, S.categorical, P.monitor, target=P.target, task=P.task, source=src)
-    vr = validate_frame(cur, S, source=src)
-    ok = vr.valid  # the rows the model can score
-    rep['flags'] = flag_summary(cur['_flags'] if '_flags' in cur.columns else getattr(vr, 'flags', None))
-    ref_pred = model_outputs(lm.model, ref[S.feature_names], P.task)
-    cur_pred = model_outputs(lm.model, ok[S.feature_names], P.task) if len(ok) else None
-    rep['prediction'] = prediction_drift(ref_pred, cur_pred, None, P.monitor) if cur_pred is not None else None
-    live = None
-    lab = ok.join(cur[[P.target]]).dropna(subset=[P.target]) if P.target in cur.columns else ok.iloc[:0]  # valid rows with a label
-    if len(lab) and (P.task == 'regression' or lab[P.target].nunique() > 1):
-        from mlops_lib.evaluate import score_model
-        live = score_model(lm.model, lab[S.feature_names], lab[P.target], P.task)[P.promotion.metric]
-    figs = drift_figures(rep, ref, cur, ref_pred=ref_pred, cur_pred=cur_pred)
+    a = analyse_batch(lm, cur, P, src)
+    figs = drift_figures(a.report, reference_data(lm), cur, ref_pred=a.ref_pred, cur_pred=a.cur_pred)
     out = Path(out_dir) if out_dir else outputs_dir()/'monitor'/f"{P.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
-    title = f"{P.name} v{lm.version}: drift of {name}"
-    with atomic_path(out/'drift.html') as tmp: tmp.write_text(drift_html(rep, figs, title), encoding='utf-8')
-    with atomic_path(out/'features.csv') as tmp: rep['features'].to_csv(tmp, index=False)
-    s, test = rep['summary'], lm.metrics.get(P.promotion.metric)
-    drop = metric_dropped(live, test, P.promotion.metric, P.monitor.metric_drop)
-    metrics = {
-        **drift_metrics(rep),
-        **flag_metrics(rep['flags']),
-        **({f'live_{P.promotion.metric}': live} if live is not None else {}),
-    }
-    summary = dict(
-        created=time.strftime('%Y-%m-%dT%H:%M:%S'),
-        timestamp=pd.Timestamp.now(tz='UTC').isoformat(),
-        model=P.name,
-        version=lm.version,
-        current=src,
-        rows=len(cur),
-        rows_valid=len(ok),
-        summary={k: (v.item() if hasattr(v, 'item') else v) for k, v in s.items()},
-        prediction=rep['prediction'],
-        target=rep['target'],
-        flags=rep['flags'],
-        live_metric=live,
-        test_metric=test,
-        metric=P.promotion.metric,
-        metric_drop=drop,
-        report_path=str(out / 'drift.html'),
-    )
-    while mlflow.active_run(): mlflow.end_run()
-    with (
-        mlflow.start_run(run_id=run_id)
-        if run_id
-        else mlflow.start_run(run_name=f'monitor-{Path(name).stem}'[:200], tags={'mlops.kind': 'monitor'})
-    ) as run:
-        mlflow.set_tags(
-            {
-                'model_version': lm.version,
-                'current': src[:5000],
-                'dataset_drift': str(bool(s['dataset_drift'])),
-                'metric_drop': str(drop),
-            }
-        )
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
-        mlflow.log_artifact(str(out/'drift.html')); mlflow.log_artifact(str(out/'features.csv'))
-        summary['run_id'] = run.info.run_id
-        retrain = P.monitor.retrain_on_drift if retrain is None else retrain
-        summary['decision'], summary['alerts'] = _alerts(
-            P, summary, retrain, bool(s['dataset_drift']), P.target in cur.columns and len(lab) > 0
-        )
-        if retrain and s['dataset_drift']:
-            if P.target not in cur.columns or not len(lab):
-                summary['retrain'] = f"drift found but {name} has no labelled rows ('{P.target}'): cannot retrain"
-            else:
-                rec = _retrain(P, lab, out, uri)
-                v = None if rec.get('version') is None else str(rec['version'])
-                # the gate's outcome as the new version records it ('promoted' or 'rejected'), and the gate's sentence
-                outcome = (
-                    MlflowClient(uri, uri).get_model_version(P.name, v).tags.get('promotion.decision') if v else None
-                )
-                summary['retrain'], summary['retrain_version'] = outcome or rec.get('decision', ''), v
-                summary['retrain_reason'] = rec.get('decision', '')
-                mlflow.set_tag('retrain', summary['retrain'])
-                if P.monitor.alert_url:
-                    err = send_alert(
-                        P.monitor.alert_url,
-                        alert_payload(summary, 'retrain', summary['decision']),
-                        P.monitor.alert_timeout,
-                    )
-                    summary['alerts'].append(dict(event='retrain', delivered=err is None, error=err))
-    verdict = (
-        f"DATASET DRIFT: {s['n_drifted']} of {s['n_features']} features drifted ({', '.join(s['drifted_features'][:6])})"
-        if s['dataset_drift']
-        else f"no dataset drift ({s['n_drifted']} of {s['n_features']} features drifted)"
-    )
-    pd_ = f"; prediction drift: {'yes' if rep['prediction']['drifted'] else 'no'}" if rep['prediction'] else ''
-    lv = (
-        f"; live {P.promotion.metric} {live:.4g} vs test {test if test is not None else float('nan'):.4g}{' (METRIC DROP)' if drop else ''}"
-        if live is not None
-        else ''
-    )
-    fl = (
-        f"; {rep['flags']['flagged']} of {rep['flags']['rows']} rows flagged by the schema ({', '.join(f'{k} {v}' for k, v in rep['flags']['by_rule'].items() if v)})"
-        if rep['flags'] and rep['flags']['flagged']
-        else ''
-    )
-    rt = f"; retrain: {summary.get('retrain_reason') or summary['retrain']}" if summary.get('retrain') else ''
-    al = ''.join(f"; alert ({a['event']}) {'sent' if a['delivered'] else 'NOT delivered'}" for a in summary['alerts'])
-    bad = len(cur) - len(ok)
-    iv = (
-        ''
-        if not bad
-        else (
-            f"; none of the {len(cur)} rows passes the model's contract (declared constraints), so no prediction drift or live metric"
-            if not len(ok)
-            else f"; {bad} of {len(cur)} rows fail the model's schema and are left out of prediction drift and the live metric"
-        )
-    )
-    summary['message'] = (
-        f"{P.name} v{lm.version} vs {name}: {verdict}{pd_}{lv}{fl}{iv}{rt}{al}. Report: {out/'drift.html'}"
-    )
-    _write_summaries(summary, rep, out)
-    return {**summary, 'report': rep, 'figures': figs}
+    write_report(drift_html(a.report, figs, f"{P.name} v{lm.version}: drift of {name}"), out/'drift.html')
+    write_table(a.report['features'], out/'features.csv')
+    summary = batch_summary(a, lm, P, cur, src, out)
+    retrain = P.monitor.retrain_on_drift if retrain is None else retrain
+    _log_batch_run(P, summary, a, name, out, uri, run_id, retrain)
+    summary['message'] = monitor_message(summary, name)
+    _write_summaries(summary, a.report, out)
+    return {**summary, 'report': a.report, 'figures': figs}
 
 # %% ../nbs/17_monitor.ipynb #239b69cd
 def serving_log_dir(model: str) -> Path:
@@ -338,6 +346,7 @@ def serving_log_dir(model: str) -> Path:
     from mlops_lib.config import outputs_dir
     return outputs_dir()/'serving'/model
 
+# %% ../nbs/17_monitor.ipynb #8f20f66c
 def log_window(folder: str|Path, since: str|pd.Timestamp|None=None, last: int|None=None) -> tuple[pd.DataFrame, str]:
     "The rows of a prediction-log window and a name for them; one-line errors for an empty log or window."
     from mlops_lib.predlog import log_segments, parse_since, read_log

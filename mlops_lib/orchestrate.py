@@ -23,6 +23,7 @@ def _links(res: dict) -> str:
         f"| run | MLflow run id |\n|---|---|\n{rows}\n\nBatches scored and monitored: {len(res.get('batches', []))}; drift: {res.get('drift')}\n"
     )
 
+# %% ../nbs/21a_orchestrate.ipynb #468a4826
 @flow(name='mlops-schedule', log_prints=True)
 def mlops_schedule(params_file: str, monitor: str|None=None, tracking_uri: str|None=None) -> dict:
     "Incremental `mlops run`, then `mlops predict` and `mlops monitor --retrain` for each new batch."

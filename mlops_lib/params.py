@@ -46,6 +46,7 @@ class ConstraintParams(BaseModel):
 class _Strict(BaseModel):
     model_config = ConfigDict(extra='forbid', validate_assignment=True)
 
+# %% ../nbs/04_params.ipynb #ca33bd24
 class DataParams(_Strict):
     "Where the rows come from: a CSV/Parquet `path`, a named `sample`, or both (the sample is written to `path` when it is missing)."
     path: Optional[str] = None        # CSV or Parquet file, relative to the project root
@@ -59,6 +60,7 @@ class DataParams(_Strict):
             raise ValueError("give 'path' (a CSV/Parquet file) or 'sample' (a sample dataset name)")
         return self
 
+# %% ../nbs/04_params.ipynb #0ff546b0
 class FeatureParams(_Strict):
     "Which columns are features. Default: every column but the target."
     include: Optional[list[str]] = None  # use only these columns
@@ -66,12 +68,14 @@ class FeatureParams(_Strict):
     range_margin: float = Field(0.25, ge=0)  # the schema widens each numeric training range by this fraction of it on each side
     constraints: dict[str, ConstraintParams] = {}  # contract: column -> {min, max, categories}; a row breaking one is rejected
 
+# %% ../nbs/04_params.ipynb #8f0508be
 class SplitParams(_Strict):
     "The hold-out split."
     test_size: float = Field(0.2, gt=0, lt=1)  # fraction of rows held out for the test set
     stratify: bool = True                      # stratify on the target (classification only)
     seed: Optional[int] = None                 # default: the top-level seed
 
+# %% ../nbs/04_params.ipynb #b1907470
 class FamilyParams(_Strict):
     "One model family's search: strategy, budget and space (estimator parameter -> list of values)."
     strategy: Literal['grid', 'random', 'halving'] = (
@@ -80,6 +84,7 @@ class FamilyParams(_Strict):
     n_iter: int = Field(10, gt=0)                               # candidates tried by random search
     space: dict[str, list[Any]] = {}                            # e.g. {max_depth: [3, 5, null]}
 
+# %% ../nbs/04_params.ipynb #bd05e435
 class ModelParams(_Strict):
     "The model search."
     families: dict[Literal['hist_gradient_boosting', 'linear', 'random_forest'], FamilyParams] = Field(
@@ -92,12 +97,14 @@ class ModelParams(_Strict):
         'local'  # where the search's fits run: local processes, or a Dask cluster (see mlops_lib.dask_backend)
     )
 
+# %% ../nbs/04_params.ipynb #0b4e4755
 class PromotionParams(_Strict):
     "The gate a new model must pass before the `champion` alias moves to it."
     metric: Optional[str] = None                        # default: roc_auc (classification) or rmse (regression)
     thresholds: dict[str, float] = {}  # absolute bounds on test metrics: a minimum, or a maximum for lower-is-better metrics
     margin: float = Field(0.0, ge=0)  # how much better than the current champion on the same test rows
 
+# %% ../nbs/04_params.ipynb #4ef313c7
 class MonitorParams(_Strict):
     "Drift thresholds and the retrain loop."
     p_value: float = Field(0.05, gt=0, lt=1)     # KS / chi-square p-value below which a feature drifts
@@ -119,6 +126,7 @@ class MonitorParams(_Strict):
             raise ValueError(f"expected an http:// or https:// URL, got {v!r}")
         return v
 
+# %% ../nbs/04_params.ipynb #ecd0c948
 class PredictParams(_Strict):
     "Batch scoring."
     chunk_size: int = Field(100_000, gt=0)       # rows scored per chunk (bounds memory)
@@ -128,6 +136,7 @@ class PredictParams(_Strict):
     )
     backend: Literal['local', 'dask'] = 'local'  # score in chunks in this process, or by partitions on a Dask cluster
 
+# %% ../nbs/04_params.ipynb #674c5422
 class Params(_Strict):
     "One ML project."
     name: str                                    # project name; also the registered model name and the experiment name
@@ -181,6 +190,7 @@ def _fmt_error(e: dict) -> str:
     found = '' if isinstance(found, dict) or e['type'].startswith('value_error') else f", got {found!r}"
     return f"key '{key}': {msg[0].lower() + msg[1:]}{found}" if key else msg
 
+# %% ../nbs/04_params.ipynb #2b4183a0
 def params_from_dict(d: dict, source: str='<params>') -> Params:
     "Validate a params dict; raise `ParamsError` with one line per problem joined by '; '."
     if not isinstance(d, dict): raise ParamsError(f"{source}: expected a YAML mapping of keys, got {type(d).__name__}")

@@ -13,7 +13,7 @@ from mlflow.entities import Param
 from . import __version__
 from .config import outputs_dir, project_root
 from .errors import UsageError, UserError
-from .io import atomic_path
+from .io import atomic_path, write_json
 from .params import load_params, Params, tracking_uri
 from .procs import sigterm_as_interrupt
 from .tracking import setup_tracking
@@ -21,8 +21,8 @@ from .tracking import setup_tracking
 # %% auto #0
 __all__ = ['DEFAULT_STEPS', 'WARM_MODULES', 'RESET_CODE', 'parse_steps', 'StepContext', 'process_tags', 'process_gone',
            'mark_stale_runs', 'project_status', 'start_step', 'StepFailed', 'kernel_name', 'git_commit', 'RunResult',
-           'warm_code', 'StepKernel', 'atomic_notebook_writes', 'take_kernel', 'give_back', 'shutdown_kernels',
-           'execute_step', 'check_spaces', 'RunFolderError', 'make_run_dir', 'run_pipeline']
+           'step_summary', 'warm_code', 'StepKernel', 'atomic_notebook_writes', 'take_kernel', 'give_back',
+           'shutdown_kernels', 'execute_step', 'check_spaces', 'RunFolderError', 'make_run_dir', 'run_pipeline']
 
 # %% ../nbs/13_pipeline.ipynb #879cd01a
 from .cache import STEPS  # step -> notebook, in run order
@@ -60,11 +60,14 @@ class StepContext:
             )
         return p
 
-    def finish(self, **key_metrics) -> dict:
-        "Record the step's key figures for the run summary and close the step's run."
-        out = {'step': self.step, 'run_id': self.run_id, **key_metrics}
-        with atomic_path(self.path(f'steps/{self.step}.json')) as tmp:
-            tmp.write_text(json.dumps(out, default=str, indent=1))
+    def finish(self,
+               key_metric: str, # the figure the run summary shows for this step (one of `figures`)
+               decision: str='', # what the step decided, shown in the summary (e.g. the promotion gate's outcome)
+               **figures, # the step's figures: numbers, names, paths
+              ) -> dict:
+        "Record the step in `steps/<step>.json` (read back by `step_summary`) and close the step's run."
+        out = {'step': self.step, 'run_id': self.run_id, 'key_metric': key_metric, 'decision': decision, **figures}
+        write_json(out, self.path(f'steps/{self.step}.json'))
         mlflow.end_run()
         return out
 
@@ -74,6 +77,7 @@ def _proc_stat(pid: int) -> list[str]:
     try: return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
     except (OSError, IndexError): return []
 
+# %% ../nbs/13_pipeline.ipynb #e445c3b9
 def process_tags() -> dict:
     "Tags recording which process runs an MLflow run (host, pid, the pid's start tick), so a later command can tell it is gone."
     st = _proc_stat(os.getpid())
@@ -83,6 +87,7 @@ def process_tags() -> dict:
         'mlops.pid_start': st[19] if len(st) > 19 else '',
     }
 
+# %% ../nbs/13_pipeline.ipynb #20eae4d2
 def process_gone(tags: dict) -> bool:
     "True when the run's process (from `process_tags`) was on this host and no longer runs (exited, a zombie, or its pid reused)."
     if tags.get('mlops.host') != socket.gethostname() or not str(tags.get('mlops.pid', '')).isdigit(): return False
@@ -109,7 +114,8 @@ def mark_stale_runs(client: MlflowClient, experiment_ids: list[str], by: str='ml
     while grew:  # children (the kernel's nested runs) of a stale run are stale too
         new = {rid: f"its parent run {r.data.tags['mlflow.parentRunId']} was killed" for rid, r in running.items()
                if rid not in why and r.data.tags.get('mlflow.parentRunId') in why}
-        why.update(new); grew = bool(new)
+        why.update(new)
+        grew = bool(new)
     stamp = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
     for rid, w in why.items():
         client.set_tag(rid, 'mlops.killed_reason', f"{w}; marked KILLED by {by} at {stamp}")
@@ -172,11 +178,13 @@ def start_step(step: str, # the step name
 class StepFailed(UserError, RuntimeError):
     "A pipeline step failed; the message is the one line the CLI prints."
 
+# %% ../nbs/13_pipeline.ipynb #1a576070
 def kernel_name() -> str:
     "The project's Jupyter kernel (`mlops_lib`, registered by `make setup`), else the current environment's `python3`."
     from jupyter_client.kernelspec import KernelSpecManager
     return 'mlops_lib' if 'mlops_lib' in KernelSpecManager().find_kernel_specs() else 'python3'
 
+# %% ../nbs/13_pipeline.ipynb #da9ad2a7
 def git_commit() -> str:
     "The project checkout's commit, or '' outside git."
     try:
@@ -186,6 +194,7 @@ def git_commit() -> str:
     except Exception:
         return ''
 
+# %% ../nbs/13_pipeline.ipynb #95df21b8
 def _flat(d: dict, prefix: str='') -> dict:
     out = {}
     for k, v in d.items():
@@ -198,6 +207,7 @@ def _rel(p: Path) -> str:
     try: return str(p.relative_to(Path.cwd()))
     except ValueError: return str(p)
 
+# %% ../nbs/13_pipeline.ipynb #66959af4
 def _error_line(ex) -> str:
     "One line from a papermill execution error: the exception type and its message's first line."
     ename, evalue = getattr(ex, 'ename', type(ex).__name__), str(getattr(ex, 'evalue', ex))
@@ -223,7 +233,7 @@ class RunResult:
         )
 
 # %% ../nbs/13_pipeline.ipynb #cba0e9b1
-def _key(rec: dict) -> tuple[str, str]:
+def step_summary(rec: dict) -> tuple[str, str]:
     "The summary's key metric and decision from a step's record."
     k = rec.get('key_metric')
     v = rec.get(k) if k else None
@@ -265,6 +275,7 @@ def warm_code(uri: str|None=None, # tracking URI whose store to open ahead (None
         "_mlops_warm(); del _mlops_warm"
     )
 
+# %% ../nbs/13_pipeline.ipynb #1d11876f
 def _tracking_km(**kw):
     """A kernel manager that remembers the clients it made, so that they can be closed after each step.
     jupyter_client is imported here: a run that reuses every step never starts a kernel, nor imports one."""
@@ -281,6 +292,7 @@ def _tracking_km(**kw):
             def clients(self) -> list: return self.__dict__.setdefault('clients', [])
     return _TrackingKM(**kw)
 
+# %% ../nbs/13_pipeline.ipynb #74bf4aa5
 RESET_CODE = "get_ipython().reset(new_session=True, aggressive=False); __import__('gc').collect()"
 
 class StepKernel:
@@ -308,7 +320,8 @@ class StepKernel:
 
     def run(self, code: str, timeout: float=600) -> None:
         "Run `code` silently (no execution count, no history); raise RuntimeError when it fails."
-        kc = self.km.client(); kc.start_channels()
+        kc = self.km.client()
+        kc.start_channels()
         try:
             kc.wait_for_ready(timeout=60)
             reply = kc.execute_interactive(
@@ -338,7 +351,8 @@ class StepKernel:
     def shutdown(self) -> None:
         "Kill the kernel process at once and remove its connection file (no round trip through an event loop)."
         import os, signal
-        self._ready.join(); self.close_clients()
+        self._ready.join()
+        self.close_clients()
         prov = getattr(self.km, 'provisioner', None)
         proc, pgid = getattr(prov, 'process', None), getattr(prov, 'pgid', None)
         if proc is not None and proc.poll() is None:
@@ -354,6 +368,7 @@ class StepKernel:
         try:os.remove(self.km.connection_file)
         except OSError: pass
 
+# %% ../nbs/13_pipeline.ipynb #bfc623b2
 def _env_key(cwd: str|None, name: str|None) -> tuple:
     import os
     return (str(cwd or project_root()), name or kernel_name(), tuple(sorted(os.environ.items())))
@@ -378,22 +393,30 @@ def take_kernel(uri: str|None=None, cwd: str|None=None, name: str|None=None) -> 
     import atexit, threading
     global _LOCK
     if '_LOCK' not in globals():
-        _LOCK = threading.Lock(); atexit.register(shutdown_kernels)
+        _LOCK = threading.Lock()
+        atexit.register(shutdown_kernels)
     key = _env_key(cwd, name)
     with _LOCK:
         for k in list(_IDLE):
-            if not k.alive(): _IDLE.remove(k); k.shutdown()
-            elif k.key == key: _IDLE.remove(k); return k
+            if not k.alive():
+                _IDLE.remove(k)
+                k.shutdown()
+            elif k.key == key:
+                _IDLE.remove(k)
+                return k
     return StepKernel(uri, cwd, name)
 
+# %% ../nbs/13_pipeline.ipynb #2176b023
 def give_back(k: StepKernel) -> None:
     "Keep `k` for the next step."
     with _LOCK: _IDLE.append(k)
 
+# %% ../nbs/13_pipeline.ipynb #5cbcc85c
 def shutdown_kernels() -> None:
     "Stop the idle step kernels (at exit)."
     while _IDLE: _IDLE.pop().shutdown()
 
+# %% ../nbs/13_pipeline.ipynb #86520be2
 def execute_step(nb_path: Path, # the step notebook
                  out_nb: Path, # where papermill writes the executed notebook (the step's report)
                  parameters: dict, # papermill parameters
@@ -410,11 +433,13 @@ def execute_step(nb_path: Path, # the step notebook
     k = take_kernel(uri, cwd)
     try: km = k.fresh()
     except BaseException:
-        k.shutdown(); raise
+        k.shutdown()
+        raise
     try:
         nb = pm.execute_notebook(nb_path, out_nb, kernel_name=k.km.kernel_name, progress_bar=progress, cwd=cwd or str(project_root()), km=km, parameters=parameters)
     except BaseException:
-        k.shutdown(); raise
+        k.shutdown()
+        raise
     k.close_clients()
     give_back(k)
     return nb
@@ -447,6 +472,7 @@ def check_spaces(params: Params, params_file: str|Path) -> None:
 class RunFolderError(UserError, FileNotFoundError):
     "A run folder that cannot be used: --run-name names one that exists already, or --resume one that does not."
 
+# %% ../nbs/13_pipeline.ipynb #502797b9
 def make_run_dir(runs: Path, # the runs folder (outputs/runs)
                  name: str|None, # --run-name: must not exist yet, unless it is the folder resumed
                  prefix: str, # the project name, for generated names
@@ -458,7 +484,9 @@ def make_run_dir(runs: Path, # the runs folder (outputs/runs)
     if resume and (name or resume) == resume: return resume, runs/resume
     while True:
         n = name or f"{prefix}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(3)}"
-        try: (runs/n).mkdir(); return n, runs/n   # mkdir is atomic: of two processes, one gets the folder
+        try:
+            (runs/n).mkdir()
+            return n, runs/n   # mkdir is atomic: of two processes, one gets the folder
         except FileExistsError:
             if name: raise RunFolderError(f"--run-name {name}: the run folder {runs/name} exists already; pick another name or continue it with --resume {name}") from None
 
@@ -476,6 +504,7 @@ def _open_parent_run(client, exp_id: str, run_name: str, run_dir: Path, params, 
     client.log_artifact(pid, str(params_file), 'params')
     return pid
 
+# %% ../nbs/13_pipeline.ipynb #002549cd
 def _execute_logged(client, step: str, child: str, pid: str, run_dir: Path, params_file: Path, uri: str,
                     progress: bool, echo) -> float:
     "Run one step's notebook into the run folder and log it to the step's run; return its seconds."
@@ -499,13 +528,15 @@ def _execute_logged(client, step: str, child: str, pid: str, run_dir: Path, para
         client.set_terminated(child, 'FINISHED')
     return secs
 
+# %% ../nbs/13_pipeline.ipynb #37810b3c
 def _step_row(run_dir: Path, step: str, secs: float, child: str) -> dict:
     "The summary row of a step that ran: its step record (`steps/<step>.json`), seconds, key metric and decision."
     path = run_dir/'steps'/f'{step}.json'
     rec = json.loads(path.read_text()) if path.exists() else {}
-    key, decision = _key(rec)
+    key, decision = step_summary(rec)
     return {**rec, 'step': STEPS[step], 'seconds': round(secs, 2), 'key': key, 'decision': decision, 'run_id': child}
 
+# %% ../nbs/13_pipeline.ipynb #713a5037
 def _close_parent_run(client, result: RunResult, params_file: Path, uri: str):
     "Write and log `summary.json`, log each step's seconds and finish the parent run."
     summary = dict(run_name=result.run_name, parent_run_id=result.parent_run_id, params_file=str(params_file),
@@ -518,12 +549,14 @@ def _close_parent_run(client, result: RunResult, params_file: Path, uri: str):
     client.log_batch(result.parent_run_id, metrics=seconds)
     client.set_terminated(result.parent_run_id, 'FINISHED')
 
+# %% ../nbs/13_pipeline.ipynb #bc1cf909
 def _end_runs(client, runs, status: str):
     "Terminate the runs that are still open (None is skipped) with `status`."
     for r in runs:
         if r:
             client.set_terminated(r, status)
 
+# %% ../nbs/13_pipeline.ipynb #ed45ca7f
 def run_pipeline(params_file: str|Path, # the params YAML
                  steps: str|list|None=None, # which steps (default: ingest, eda, tune, train)
                  run_name: str|None=None, # name of the run and its folder under outputs/runs

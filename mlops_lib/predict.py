@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from tqdm import tqdm
 from .io import atomic_path, table_format
+from .config import resolve_path
 from .params import load_params, tracking_uri
 from .procs import sigterm_as_interrupt
 from .data import check_names, csv_header, open_csv
@@ -24,7 +25,7 @@ from .tracking import LoadedModel, load_model, setup_tracking
 
 # %% auto #0
 __all__ = ['batch_columns', 'progress_total', 'iter_chunks', 'ChunkWriter', 'prediction_columns', 'score_chunk', 'BatchTally',
-           'predict_file']
+           'predict_file', 'batch_input', 'score_column']
 
 # %% ../nbs/14_predict.ipynb #bc28898e
 def batch_columns(path: str|Path) -> list[str]:
@@ -46,6 +47,7 @@ def progress_total(path: str|Path) -> tuple[int, str]:
     p = Path(path)
     return (pq.ParquetFile(p).metadata.num_rows, 'rows') if table_format(p) == 'parquet' else (p.stat().st_size, 'B')
 
+# %% ../nbs/14_predict.ipynb #44b87f40
 def iter_chunks(path: str|Path, # a CSV or Parquet batch
                 chunk_size: int, # rows per chunk
                ) -> Iterator[tuple[pd.DataFrame, int]]:
@@ -56,7 +58,9 @@ def iter_chunks(path: str|Path, # a CSV or Parquet batch
             # pre_buffer=False: with pyarrow's default (True) iter_batches keeps every row group it has read cached,
             # so memory grew by about 110 MB per 100,000-row chunk of 200 features and held the whole file at the end
             for b in pq.ParquetFile(p, pre_buffer=False).iter_batches(batch_size=chunk_size):
-                df = b.to_pandas(); df.index = pd.RangeIndex(start, start + len(df)); start += len(df)
+                df = b.to_pandas()
+                df.index = pd.RangeIndex(start, start + len(df))
+                start += len(df)
                 yield df, start
             return
         with open_csv(p) as fh:
@@ -71,6 +75,7 @@ def _first_schema(t: pa.Table) -> pa.Schema:
     "The writer's schema: the first chunk's, with all-null columns as strings."
     return pa.schema([pa.field(f.name, pa.string() if t.column(i).null_count == len(t) and len(t) else f.type) for i, f in enumerate(t.schema)])
 
+# %% ../nbs/14_predict.ipynb #aa3a4923
 def _conform(t: pa.Table, schema: pa.Schema) -> pa.Table:
     "Cast the columns of `t` to `schema`, with a clear error when a column changed type between chunks."
     cols = []
@@ -103,6 +108,7 @@ def _csv_table(df: pd.DataFrame) -> pa.Table|None:
     )
     return t if all(simple(f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in t.schema) else None
 
+# %% ../nbs/14_predict.ipynb #e2bf32d0
 class ChunkWriter:
     "Append DataFrame chunks to `tmp` as CSV or Parquet (the format of `final`)."
     def __init__(self, tmp: Path, final: Path):
@@ -141,7 +147,7 @@ def prediction_columns(lm: LoadedModel) -> list[str]:
         else ['prediction', *[f'proba_{c}' for c in lm.classes], 'probability']
     )
 
-
+# %% ../nbs/14_predict.ipynb #f7277b4a
 def score_chunk(
     df: pd.DataFrame,  # a chunk of the batch
     lm: LoadedModel,  # the model with its schema
@@ -167,12 +173,15 @@ def score_chunk(
 # %% ../nbs/14_predict.ipynb #d3abb234
 def _metric_key(v) -> str: return re.sub(r'[^A-Za-z0-9_.\-]', '_', str(v))
 
+# %% ../nbs/14_predict.ipynb #a6173721
 def _count(into: dict, frame: pd.DataFrame, by: list[str]):
     "Add the rows of `frame` per `by` group (with a first example value) to `into`."
     for key, g in frame.groupby(by, sort=False):
         ex = g.value.iloc[0]
-        k = into.setdefault(key, [0, ex.item() if hasattr(ex, 'item') else ex]); k[0] += g.row.nunique()
+        k = into.setdefault(key, [0, ex.item() if hasattr(ex, 'item') else ex])
+        k[0] += g.row.nunique()
 
+# %% ../nbs/14_predict.ipynb #b94afe86
 class BatchTally:
     "Running counts of a batch: rows, problems, flags and predictions."
     def __init__(self, lm: LoadedModel):
@@ -211,6 +220,7 @@ def problems(self: BatchTally) -> str:
     parts = [f"{col}: {n} row(s) {why} (e.g. {ex!r})" for (col, why), (n, ex) in self.reasons.items()]
     return '; '.join(parts[:5]) + (f"; and {len(parts) - 5} more column/reason pair(s)" if len(parts) > 5 else '')
 
+# %% ../nbs/14_predict.ipynb #df37950d
 @patch
 def summary(self: BatchTally, source: str='batch') -> str:
     "One line: how many rows are invalid, by column and reason."
@@ -220,12 +230,14 @@ def summary(self: BatchTally, source: str='batch') -> str:
         else f"{source}: all {self.rows_in} rows valid"
     )
 
+# %% ../nbs/14_predict.ipynb #de0073d1
 @patch
 def flags(self: BatchTally, top: int=5) -> str:
     "The flagged (scored) rows by column and rule, with an example value (the first `top` column/rule pairs)."
     parts = [f"{col}: {n} row(s) {rule} (e.g. {ex!r})" for (col, rule), (n, ex) in self.flagged.items()]
     return '; '.join(parts[:top]) + (f"; and {len(parts) - top} more column/rule pair(s)" if len(parts) > top else '')
 
+# %% ../nbs/14_predict.ipynb #01ef9051
 @patch
 def metrics(self: BatchTally) -> dict:
     "Row counts, flagged rows per rule and the prediction summary, as MLflow metrics."
@@ -255,6 +267,7 @@ def metrics(self: BatchTally) -> dict:
         m.update(positive_rate=self.counts.get(self.classes_[1], 0) / n, mean_probability=s['proba'] / n)
     return m
 
+# %% ../nbs/14_predict.ipynb #5b422c16
 @patch
 def outcome(self: BatchTally, rejects) -> str:
     "The rejected and flagged parts of a batch's closing line ('' when there are neither)."
@@ -262,6 +275,7 @@ def outcome(self: BatchTally, rejects) -> str:
     flagged = f"; {self.rows_flagged:,} rows flagged in _flags ({self.flags()})" if self.rows_flagged else ''
     return rejected + flagged
 
+# %% ../nbs/14_predict.ipynb #4620f827
 @patch
 def result(self: BatchTally, lm, output, rejects, run_id: str, on_invalid: str, on_unexpected: str, **extra) -> dict:
     "What `predict_file` (and the Dask path) return: the model, the files, the run and the options, plus `extra`."
@@ -279,10 +293,12 @@ def _start_batch_run(client: MlflowClient, exp_id: str, lm: LoadedModel, alias: 
     client.log_batch(run_id, params=[Param('on_invalid', on_invalid), Param('on_unexpected', on_unexpected), Param('chunk_size', str(chunk_size)), Param('model_version', lm.version)])
     return run_id
 
+# %% ../nbs/14_predict.ipynb #07548816
 def _log_metrics(client: MlflowClient, run_id: str, metrics: dict):
     ts = int(time.time()*1000)
     client.log_batch(run_id, metrics=[Metric(k, float(v), ts, 0) for k, v in metrics.items()])
 
+# %% ../nbs/14_predict.ipynb #1b986637
 @contextlib.contextmanager
 def _track_failure(client: MlflowClient, run_id: str, tally):
     "Within the block, an exception marks the batch's run FAILED (KILLED on Ctrl-C/SIGTERM) with the counts so far and the error's first line."
@@ -292,7 +308,6 @@ def _track_failure(client: MlflowClient, run_id: str, tally):
         client.set_tag(run_id, 'mlops.error', (str(ex).strip().splitlines() or [type(ex).__name__])[0][:5000])
         client.set_terminated(run_id, 'KILLED' if isinstance(ex, KeyboardInterrupt) else 'FAILED')
         raise
-
 
 # %% ../nbs/14_predict.ipynb #e18872b8
 def _checked_args(P, input, output, on_invalid, chunk_size, rejects) -> tuple:
@@ -400,3 +415,20 @@ def predict_file(
         + f"; MLflow run {rid}"
     )
     return tally.result(lm, out, rej, rid, on_invalid, on_unexpected, chunk_size=chunk_size, **metrics, message=msg)
+
+# %% ../nbs/14_predict.ipynb #b94ad5e8
+def batch_input(input_path: str|Path|None, # the batch the user named, if any
+                run_dir: Path, # the pipeline run folder
+                data_path: str|None, # the params' data.path
+               ) -> Path:
+    "The batch 50_predict scores: `input_path`, else the run's test split, else the params' data file."
+    if input_path: return Path(input_path)
+    if (run_dir/'test.parquet').exists(): return run_dir/'test.parquet'
+    if data_path: return resolve_path(data_path)
+    raise DataError("no batch to score: set input_path, run the 'ingest' step first, or give data.path in the params")
+
+# %% ../nbs/14_predict.ipynb #01119442
+def score_column(columns) -> str:
+    "The column to plot of a scored table: the positive class's probability for a binary model, else the prediction."
+    proba = [c for c in columns if str(c).startswith('proba_')]
+    return proba[-1] if len(proba) == 2 else 'prediction'

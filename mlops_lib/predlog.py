@@ -4,6 +4,7 @@
 
 # %% ../nbs/16_predlog.ipynb #3c6f8409
 from __future__ import annotations
+from fastcore.basics import patch
 import atexit, itertools, os, queue, re, sys, threading, time, uuid
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ _SEQ = itertools.count()  # process-wide, so two logs of one process into one fo
 class PredictionLogError(UserError, ValueError):
     "A prediction log that cannot be read or a window that cannot be parsed."
 
+# %% ../nbs/16_predlog.ipynb #dfb38040
 def segment_name(now: pd.Timestamp|None=None, # the write time (default: now, UTC)
                  pid: int|None=None,          # the writing process (default: this one)
                  seq: int|None=None,          # a number unique within the process (default: the next one)
@@ -34,6 +36,7 @@ def segment_name(now: pd.Timestamp|None=None, # the write time (default: now, UT
     now = pd.Timestamp.now(tz='UTC') if now is None else pd.Timestamp(now).tz_convert('UTC')
     return f"log-{now.strftime('%Y%m%dT%H%M%S%f')}-{os.getpid() if pid is None else pid}-{next(_SEQ) if seq is None else seq:06d}.parquet"
 
+# %% ../nbs/16_predlog.ipynb #4512cbac
 def segment_time(path: str|Path) -> pd.Timestamp|None:
     "The UTC write time in a segment's name (None for a file that is not a segment)."
     m = _NAME.search(Path(path).name)
@@ -57,6 +60,7 @@ def _kind(s: pd.Series) -> str:
     if pd.api.types.is_datetime64_any_dtype(s): return 'timestamp'
     return 'string'
 
+# %% ../nbs/16_predlog.ipynb #67e341b2
 def log_layout(df: pd.DataFrame) -> dict[str, str]:
     "Column -> storage kind for a log whose first rows are `df`."
     rest = [c for c in df.columns if c not in _FIXED]
@@ -75,6 +79,7 @@ def _as(s: pd.Series, kind: str) -> pd.Series:
     if kind == 'bool': return s.astype('boolean')
     return s.astype(object).where(s.notna(), None).map(lambda v: v if v is None or isinstance(v, str) else str(v))
 
+# %% ../nbs/16_predlog.ipynb #53d8c599
 def conform(df: pd.DataFrame, layout: dict[str, str]) -> pa.Table:
     "`df` as an Arrow table with exactly the columns and types of `layout`."
     cols = {
@@ -88,6 +93,7 @@ def conform(df: pd.DataFrame, layout: dict[str, str]) -> pa.Table:
 class _Flush:
     def __init__(self): self.done = threading.Event()
 
+# %% ../nbs/16_predlog.ipynb #5ff1fa1f
 _STOP = object()
 
 class PredictionLog:
@@ -113,7 +119,8 @@ class PredictionLog:
         atexit.register(self.close)
 
 # %% ../nbs/16_predlog.ipynb #74f64e3a
-def _append(self: PredictionLog, df: pd.DataFrame, # the rows
+@patch
+def append(self: PredictionLog, df: pd.DataFrame, # the rows
             **columns, # columns added to them: one value, or one per row
            ) -> int:
     "Queue the rows of `df` for the log (never blocks on the disk); return how many."
@@ -128,31 +135,42 @@ def _append(self: PredictionLog, df: pd.DataFrame, # the rows
     self._q.put((df, meta))
     return len(df)
 
-def _flush(self: PredictionLog, timeout: float|None=None) -> int:
+# %% ../nbs/16_predlog.ipynb #2b9ff3f0
+@patch
+def flush(self: PredictionLog, timeout: float|None=None) -> int:
     "Write every row appended so far; return the rows written by this log in total."
     if self._thread.is_alive():
-        f = _Flush(); self._q.put(f)
+        f = _Flush()
+        self._q.put(f)
         if not f.done.wait(timeout):
             raise TimeoutError(f"prediction log {self.folder}: flush did not finish in {timeout} s")
     if self.error is not None:
         raise PredictionLogError(f"prediction log {self.folder}: writing a segment failed: {self.error}")
     return self.rows_written
 
-def _close(self: PredictionLog, timeout: float|None=None) -> int:
+# %% ../nbs/16_predlog.ipynb #214db0a8
+@patch
+def close(self: PredictionLog, timeout: float|None=None) -> int:
     "Flush and stop the writer thread (idempotent); return the rows written in total."
     if not self._closed:
         self._closed = True
         atexit.unregister(self.close)
-        self._q.put(_STOP); self._thread.join(timeout)
+        self._q.put(_STOP)
+        self._thread.join(timeout)
     if self.error is not None:
         raise PredictionLogError(f"prediction log {self.folder}: writing a segment failed: {self.error}")
     return self.rows_written
 
-PredictionLog.append, PredictionLog.flush, PredictionLog.close = _append, _flush, _close
-PredictionLog.__enter__ = lambda self: self
-PredictionLog.__exit__ = lambda self, *exc: self.close()
+# %% ../nbs/16_predlog.ipynb #f1f70c7e
+@patch
+def __enter__(self: PredictionLog) -> PredictionLog: return self
+
+# %% ../nbs/16_predlog.ipynb #a7a83a24
+@patch
+def __exit__(self: PredictionLog, *exc): self.close()
 
 # %% ../nbs/16_predlog.ipynb #8cacac50
+@patch
 def _write(self: PredictionLog, force: bool=False):
     "Write full segments of `rotate_rows` from the buffer (with `force`, the rest too)."
     t = pa.concat_tables(self._buf) if self._buf else pa.table({})
@@ -161,7 +179,8 @@ def _write(self: PredictionLog, force: bool=False):
             part, path = t.slice(0, self.rotate_rows), self.folder/segment_name()
             with atomic_path(path) as tmp: pq.write_table(part, tmp)
             t = t.slice(self.rotate_rows)
-            self.segments.append(path); self.rows_written += len(part)
+            self.segments.append(path)
+            self.rows_written += len(part)
         self.error = None
     except Exception as ex:  # keep the rows; warn once; flush() raises
         if self.error is None:
@@ -173,6 +192,8 @@ def _write(self: PredictionLog, force: bool=False):
     self._buf = [t] if len(t) else []
     self._since = self._since if len(t) else None
 
+# %% ../nbs/16_predlog.ipynb #fa0bbc2f
+@patch
 def _take_queued(self: PredictionLog, first: tuple, most: int=1000) -> tuple[list[tuple], object]:
     "`first` and the appended (frame, columns) items queued behind it, up to `most` or the next control item (returned second, or None)."
     frames = [first]
@@ -183,6 +204,7 @@ def _take_queued(self: PredictionLog, first: tuple, most: int=1000) -> tuple[lis
         frames.append(item)
     return frames, None
 
+# %% ../nbs/16_predlog.ipynb #3419451e
 def _column_part(f: pd.DataFrame, meta: dict, col: str) -> np.ndarray:
     "The values of `col` for the rows of `f`: noted by `append` (one value or one per row), else `f`'s own."
     if col not in meta:
@@ -192,6 +214,7 @@ def _column_part(f: pd.DataFrame, meta: dict, col: str) -> np.ndarray:
     if isinstance(v, (list, tuple, np.ndarray, pd.Series, pd.Index)): return np.asarray(v, dtype=object)
     return np.full(len(f), v, dtype=object)
 
+# %% ../nbs/16_predlog.ipynb #0d85acb2
 def _merged(items: list[tuple[pd.DataFrame, dict]]) -> pd.DataFrame:
     "The appended frames as one, with the columns `append` noted (request ids, times, versions...) filled in."
     frames = [f for f, _ in items]
@@ -200,10 +223,14 @@ def _merged(items: list[tuple[pd.DataFrame, dict]]) -> pd.DataFrame:
         df[col] = np.concatenate([_column_part(f, m, col) for f, m in items])
     return df
 
+# %% ../nbs/16_predlog.ipynb #2da15e4b
+@patch
 def _lost(self: PredictionLog, item: tuple, ex: Exception) -> None:
     "Say on stderr that the rows of an appended item could not be logged, and why."
     print(f"warning: prediction log {self.folder}: {len(item[0])} row(s) not logged ({type(ex).__name__}: {ex})", file=sys.stderr)
 
+# %% ../nbs/16_predlog.ipynb #db19755d
+@patch
 def _conformed(self: PredictionLog, items: list[tuple[pd.DataFrame, dict]]) -> list[pa.Table]:
     "The appended frames as Arrow tables in the log's layout: one concat and one conversion, or frame by frame if that fails."
     while self.layout is None and items:
@@ -222,6 +249,8 @@ def _conformed(self: PredictionLog, items: list[tuple[pd.DataFrame, dict]]) -> l
             self._lost(item, ex)
     return tables
 
+# %% ../nbs/16_predlog.ipynb #90948d55
+@patch
 def _run(self: PredictionLog):
     "The writer thread: take frames off the queue in batches, conform them, write segments by rows or time."
     # One request is one frame; converting each on its own costs milliseconds of pandas work per row, so under load
@@ -239,11 +268,12 @@ def _run(self: PredictionLog):
                 self._since = self._since or time.monotonic()
         if sum(map(len, self._buf)) >= self.rotate_rows: self._write()
         if self._since is not None and time.monotonic() - self._since >= self.rotate_seconds: self._write(force=True)
-        if control is _STOP: self._write(force=True); return
-        if control is not None: self._write(force=True); control.done.set()
-
-PredictionLog._write, PredictionLog._run = _write, _run
-PredictionLog._take_queued, PredictionLog._conformed, PredictionLog._lost = _take_queued, _conformed, _lost
+        if control is _STOP:
+            self._write(force=True)
+            return
+        if control is not None:
+            self._write(force=True)
+            control.done.set()
 
 # %% ../nbs/16_predlog.ipynb #03173aa8
 _UNITS = {'s': 'seconds', 'm': 'minutes', 'h': 'hours', 'd': 'days', 'w': 'weeks'}
@@ -268,6 +298,7 @@ def log_segments(folder: str|Path) -> list[Path]:
     folder = Path(folder)
     return sorted((p for p in folder.glob(LOG_GLOB) if segment_time(p) is not None), key=lambda p: (segment_time(p), p.name)) if folder.is_dir() else []
 
+# %% ../nbs/16_predlog.ipynb #88dd5742
 def _read_segment(p: Path) -> pa.Table:
     try: return pq.read_table(p)
     except Exception as ex: raise PredictionLogError(f"{p}: not a readable prediction log segment ({type(ex).__name__}: {str(ex).splitlines()[0] if str(ex) else ''})") from None
@@ -284,6 +315,7 @@ def _newest(segs: list[Path], last: int) -> list[pa.Table]:
             cut = pd.Timestamp(ts[-last]).tz_localize('UTC')
     return tables[::-1]
 
+# %% ../nbs/16_predlog.ipynb #1ec3c228
 def read_log(folder: str|Path, # the log folder (`outputs/serving/<model>`)
              since: str|pd.Timestamp|None=None, # only rows at or after this time ('24h', '30m', '7d' or a timestamp)
              last: int|None=None, # only the newest N rows (of the `since` window when both are given)

@@ -15,6 +15,7 @@ __all__ = ['sigterm_as_interrupt', 'free_port', 'check_port_free', 'stop_process
 # %% ../nbs/03_procs.ipynb #f467014e
 def _interrupt(signum, frame): raise KeyboardInterrupt(f'signal {signum}')
 
+# %% ../nbs/03_procs.ipynb #650737c5
 @contextlib.contextmanager
 def sigterm_as_interrupt():
     "Within the block, SIGTERM raises `KeyboardInterrupt`."
@@ -31,6 +32,7 @@ def free_port(host: str='127.0.0.1') -> int:
         s.bind((host, 0))
         return s.getsockname()[1]
 
+# %% ../nbs/03_procs.ipynb #8d8f5f36
 def check_port_free(host: str, port: int):
     "Raise `ServerUnavailable` naming `port` when something already listens on it."
     with socket.socket() as s:
@@ -44,10 +46,13 @@ def stop_process(proc: subprocess.Popen, timeout: float=10.0) -> int:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try: os.killpg(proc.pid, sig)
             except ProcessLookupError: break
-            try: proc.wait(timeout); break
+            try:
+                proc.wait(timeout)
+                break
             except subprocess.TimeoutExpired: pass
     return proc.wait()
 
+# %% ../nbs/03_procs.ipynb #6bf72616
 def wait_until_ready(url: str, # the server's base URL
                      timeout: float=120.0, # seconds to wait
                      proc: subprocess.Popen|None=None, # the server process: stop waiting when it exits
@@ -91,6 +96,7 @@ def _hwm_mb(pid: int) -> float:
     except (FileNotFoundError, ProcessLookupError): pass
     return 0.0
 
+# %% ../nbs/03_procs.ipynb #fec21db0
 def run_peak_rss(cmd: list, # the command and its arguments
                  timeout: float=900, # seconds before it is killed
                  interval: float=0.02, # seconds between samples
@@ -105,7 +111,11 @@ def run_peak_rss(cmd: list, # the command and its arguments
         proc, peak, t0 = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, **kw), 0.0, time.monotonic()
         while proc.poll() is None:
             peak = max(peak, _hwm_mb(proc.pid))
-            if time.monotonic() - t0 > timeout: proc.kill(); proc.wait(); raise subprocess.TimeoutExpired(cmd, timeout)
+            if time.monotonic() - t0 > timeout:
+                proc.kill()
+                proc.wait()
+                raise subprocess.TimeoutExpired(cmd, timeout)
             time.sleep(interval)
-        out.seek(0); err.seek(0)
+        out.seek(0)
+        err.seek(0)
         return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read()), peak

@@ -30,6 +30,7 @@ def kv_table(d: dict) -> str:
     rows = ''.join(f'<tr><th>{html.escape(str(k))}</th><td>{html.escape(fmt_value(v))}</td></tr>' for k, v in d.items())
     return f'<table>{rows}</table>'
 
+# %% ../nbs/08_report.ipynb #2107c8a5
 def frame_table(t: pd.DataFrame) -> str:
     "A DataFrame as an HTML table (its index only when it says something), numbers to 4 digits, missing as '—'."
     keep_index = not isinstance(t.index, pd.RangeIndex)
@@ -44,6 +45,7 @@ REPORT_CSS = (
 
 def _section(name: str, body: str) -> str: return f'<h2>{html.escape(str(name))}</h2>{body}'
 
+# %% ../nbs/08_report.ipynb #dc7cb121
 def html_report(figures: dict, # section name -> plotly figure, in page order
                 title: str,    # the page heading
                 metrics: dict|None=None, # name -> value, shown as a table

@@ -16,7 +16,7 @@ from .io import write_table
 
 # %% auto #0
 __all__ = ['SAMPLES', 'TRANSACTIONS_INFORMATIVE', 'RDATASETS', 'SampleSpec', 'us_holidays', 'load_attrition', 'load_rdataset',
-           'make_sample', 'make_drifted', 'write_samples']
+           'make_sample', 'make_drifted', 'write_samples', 'drifted_batch']
 
 # %% ../nbs/05_samples.ipynb #4bb4afaa
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ def _spec(name: str) -> SampleSpec:
     if name not in SAMPLES: raise UsageError(f"unknown sample {name!r}: expected one of {', '.join(SAMPLES)}")
     return SAMPLES[name]
 
+# %% ../nbs/05_samples.ipynb #7e5a8d35
 def _rows(rows: int|None, spec: SampleSpec) -> int:
     "`rows`, or the spec's default; a ValueError unless it is a positive integer."
     if rows is None: return spec.default_rows
@@ -85,6 +86,7 @@ def _rows(rows: int|None, spec: SampleSpec) -> int:
 # %% ../nbs/05_samples.ipynb #da5d52a0
 def _sigmoid(z): return 1/(1 + np.exp(-z))
 
+# %% ../nbs/05_samples.ipynb #58aec269
 def _clipped_normal_mean(mu, sd: float, lo: float, hi: float):
     "E[clip(Y, lo, hi)] for Y ~ Normal(mu, sd): the truth of a clipped score."
     a, b = (lo - mu)/sd, (hi - mu)/sd
@@ -128,9 +130,12 @@ def _ca_locations(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndar
         lat = np.where(near, rng.normal(c[:, 0], 0.35), rng.uniform(32.5, 42.0, m))
         lon = np.where(near, rng.normal(c[:, 1], 0.35), rng.uniform(-124.4, -114.1, m))
         ok = _in_california(lat, lon)
-        lats.append(lat[ok]); lons.append(lon[ok]); have += ok.sum()
+        lats.append(lat[ok])
+        lons.append(lon[ok])
+        have += ok.sum()
     return np.concatenate(lats)[:n].round(4), np.concatenate(lons)[:n].round(4)
 
+# %% ../nbs/05_samples.ipynb #55398bc4
 def _ca_region(lat, lon) -> np.ndarray:
     "The region of each location."
     bay = (lat >= 36.9) & (lat <= 38.6) & (lon >= -123.1) & (lon <= -121.5)
@@ -206,7 +211,8 @@ _START, _DAYS = pd.Timestamp('2023-01-01'), 730
 
 def _restaurant_orders(rng: np.random.Generator, n: int, k: float=0.0) -> tuple[pd.DataFrame, np.ndarray]:
     "Rows and truth of `restaurant_orders`; `k` is the drift strength."
-    n_items = len(_ITEMS); days = -(-n//n_items)
+    n_items = len(_ITEMS)
+    days = -(-n//n_items)
     dates = _START + pd.to_timedelta(round(_DAYS*k) + np.arange(days), unit='D')
     doy = dates.day_of_year.to_numpy()
     temp = (62 + 16*np.sin(2*np.pi*(doy - 105)/365.25) + rng.normal(0, 5, days) + 8*k).round(1)
@@ -244,7 +250,8 @@ _TX_B0, _TX_DRIFT = -3.1, np.arange(10)
 def _transactions(rng: np.random.Generator, n: int, k: float=0.0) -> tuple[pd.DataFrame, np.ndarray]:
     "Rows and truth of `transactions`; `k` is the drift strength."
     x = rng.standard_normal((n, 200), dtype=np.float32)
-    x *= _TX_S.astype(np.float32); x += _TX_M.astype(np.float32)
+    x *= _TX_S.astype(np.float32)
+    x += _TX_M.astype(np.float32)
     x[:, _TX_DRIFT] += (0.5*k*_TX_S[_TX_DRIFT]).astype(np.float32)
     z = lambda j: (x[:, j].astype(np.float64) - _TX_M[j])/_TX_S[j]
     p = _sigmoid(_TX_B0 + z(_TX_LIN) @ _TX_W + (z(_TX_QUAD)**2 - 1) @ _TX_C)
@@ -319,7 +326,8 @@ def make_sample(name: str,         # a key of `SAMPLES` or `RDATASETS`
     if name in RDATASETS or name == 'attrition':
         df = load_rdataset(name)
         return df, pd.Series(np.nan, index=df.index, name='truth')
-    spec = _spec(name); n = _rows(rows, spec)
+    spec = _spec(name)
+    n = _rows(rows, spec)
     df, truth = _GENERATORS[name](np.random.default_rng(seed), n)
     return df.reset_index(drop=True), pd.Series(np.asarray(truth, dtype='float64'), name='truth')
 
@@ -330,7 +338,8 @@ def make_drifted(name: str,          # a key of `SAMPLES` except 'attrition'
                  strength: float=1.0, # scales the documented input shift; 0 gives `make_sample`'s rows
                 ) -> tuple[pd.DataFrame, pd.Series]:
     "A batch of sample `name` whose inputs are shifted as documented for that sample, and its ground truth."
-    spec = _spec(name); n = _rows(rows, spec)
+    spec = _spec(name)
+    n = _rows(rows, spec)
     if name not in _GENERATORS:
         raise UsageError(
             f"no drifted batch for {name!r}: it is real data; drifted batches exist for {', '.join(_GENERATORS)}"
@@ -361,3 +370,13 @@ def write_samples(
         df = (make_drifted if drifted else make_sample)(n, rows=rows, seed=seed)[0]
         written.append(write_table(df, path))
     return written
+
+# %% ../nbs/05_samples.ipynb #3490de19
+def drifted_batch(name: str, # the project name (the file is data/<name>_drifted.csv)
+                  sample: str|None, # the project's sample dataset, if it has one
+                  seed: int=0, # seeds the batch
+                 ) -> Path:
+    "data/<name>_drifted.csv, written from the sample generator when it is missing; the path."
+    path = project_root()/'data'/f'{name}_drifted.csv'
+    if not path.exists() and sample in SAMPLES and sample != 'attrition': write_table(make_drifted(sample, seed=seed)[0], path)
+    return path

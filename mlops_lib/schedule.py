@@ -20,15 +20,22 @@ __all__ = ['ScheduleError', 'run_lock', 'new_batches', 'mark_processed', 'mlops_
 class ScheduleError(UserError, RuntimeError):
     "A command of the scheduled flow failed; the message is that command's one-line error."
 
+# %% ../nbs/21_schedule.ipynb #59be3166
 @contextlib.contextmanager
 def run_lock(path: str|Path):
     "Yield True holding an exclusive lock on `path`, or False (at once) when another process holds it."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     f = open(path, 'a+')
     try:
         try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError: yield False; return
-        f.seek(0); f.truncate(); f.write(f"{os.getpid()}\n"); f.flush()
+        except BlockingIOError:
+            yield False
+            return
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
         try: yield True
         finally: fcntl.flock(f, fcntl.LOCK_UN)
     finally: f.close()
@@ -36,6 +43,7 @@ def run_lock(path: str|Path):
 # %% ../nbs/21_schedule.ipynb #eb5bb7e5
 def _state_file(name: str) -> Path: return outputs_dir()/'schedule'/f'{name}-batches.json'
 
+# %% ../nbs/21_schedule.ipynb #e101eaf7
 def new_batches(pattern: str, # a glob, relative to the project root
                 name: str, # the project name (keys the state file)
                ) -> list[Path]:
@@ -48,6 +56,7 @@ def new_batches(pattern: str, # a glob, relative to the project root
     )
     return [p for p in files if done.get(str(p)) != _sha(p)]
 
+# %% ../nbs/21_schedule.ipynb #cbabf036
 def mark_processed(paths: list[Path], name: str):
     "Remember these batches as processed (atomically)."
     from mlops_lib.cache import _sha
@@ -67,6 +76,7 @@ def mlops_command() -> list[str]:
         else [sys.executable, '-c', 'import sys; from mlops_lib.cli import main; sys.exit(main())']
     )
 
+# %% ../nbs/21_schedule.ipynb #363c46a7
 def _call(args: list[str], echo) -> str:
     "Run `mlops ARGS`; its stdout, or `ScheduleError` with its one-line error."
     echo(f"$ mlops {shlex.join(args)}")
@@ -126,7 +136,8 @@ def run_flow(params_file: str|Path, # the project params
             )
             msg = _call(['monitor', *base, '--current', str(b), '--retrain', '--out-dir', str(folder/'monitor')], echo)
             mark_processed([b], P.name)
-            out['batches'].append(str(b)); out['drift'].append('DATASET DRIFT' in msg)
+            out['batches'].append(str(b))
+            out['drift'].append('DATASET DRIFT' in msg)
     finally:
         out['mlflow_runs'] = tag_runs(uri, P.name, since, {'mlops.scheduled': out['run_name'], **(tags or {})})
     return out
@@ -156,10 +167,12 @@ def once_command(params_file: str|Path, monitor: str|None=None) -> str:
     )
     return shlex.join(args)
 
+# %% ../nbs/21_schedule.ipynb #099b32aa
 def _env_prefix() -> str:
     keep = {k: os.environ[k] for k in ('MLOPS_ROOT', 'MLOPS_OUTPUTS', 'MLFLOW_TRACKING_URI') if os.environ.get(k)}
     return ' '.join(f"{k}={shlex.quote(v)}" for k, v in keep.items())
 
+# %% ../nbs/21_schedule.ipynb #4981ff05
 def cron_line(params_file: str|Path, cron: str, monitor: str|None=None, log: str|Path|None=None) -> str:
     "A crontab line running the flow at `cron`, appending its output to a log file."
     log = Path(log or outputs_dir()/'schedule'/'cron.log')
@@ -180,6 +193,7 @@ def on_calendar(cron: str) -> str:
     two = lambda v: v if v in ('*',) or '/' in v or ',' in v else v.zfill(2)
     return f"{days + ' ' if days else ''}*-{mon}-{dom} {two(h)}:{two(mi)}:00"
 
+# %% ../nbs/21_schedule.ipynb #43c3b05a
 def systemd_units(params_file: str|Path, cron: str, monitor: str|None=None) -> dict[str, str]:
     "A systemd service and timer pair (file name -> text) running the flow at `cron`."
     P = load_params(params_file)

@@ -8,10 +8,11 @@ from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np, pandas as pd, yaml
 from .errors import ParamsError, UserError
+from .io import atomic_path
 
 # %% auto #0
 __all__ = ['RULES', 'ColumnSpec', 'infer_column', 'DataSchema', 'infer_schema', 'SchemaError', 'to_pandera', 'ValidationResult',
-           'validate_frame']
+           'validate_frame', 'test_breaks', 'breaks_table', 'breaks_message']
 
 # %% ../nbs/07_schema.ipynb #7e5509a7
 @dataclass
@@ -33,6 +34,7 @@ def _py(v):
     "A plain Python scalar (YAML-safe) from a numpy/pandas scalar."
     return v.item() if hasattr(v, 'item') else v
 
+# %% ../nbs/07_schema.ipynb #0afadc7c
 def infer_column(s: pd.Series, # a training column
                  margin: float=0.25, # widen the observed range by this fraction of it on each side
                 ) -> ColumnSpec:
@@ -86,9 +88,10 @@ class DataSchema:
     def from_dict(cls, d: dict) -> DataSchema:
         return cls([ColumnSpec(**c) for c in d['features']], ColumnSpec(**d['target']), d['task'], d.get('classes'))
     def to_yaml(self, path: str|Path|None=None) -> str:
-        "The schema as YAML text, also written to `path` when given."
+        "The schema as YAML text, also written to `path` when given (atomically)."
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        if path is not None: Path(path).write_text(text)
+        if path is not None:
+            with atomic_path(path) as tmp: tmp.write_text(text)
         return text
     @classmethod
     def from_yaml(cls, src: str|Path) -> DataSchema:
@@ -114,7 +117,7 @@ def _constrain(c: ColumnSpec, k: dict|None) -> ColumnSpec:
     c.constraints = k
     return c
 
-
+# %% ../nbs/07_schema.ipynb #7995d29d
 def infer_schema(
     df: pd.DataFrame,  # the training split
     target: str,  # the target column
@@ -140,6 +143,7 @@ def infer_schema(
 class SchemaError(UserError, ValueError):
     "A batch that does not fit the model's schema as a whole (e.g. a missing column)."
 
+# %% ../nbs/07_schema.ipynb #125dedc8
 RULES = ('out_of_range', 'unknown_category', 'missing')  # the expectation rules a row can break
 
 def to_pandera(schema: DataSchema, require_target: bool=False):
@@ -166,6 +170,7 @@ def _as_text(s: pd.Series) -> pd.Series:
         lambda v: np.nan if pd.isna(v) else (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))
     ).astype(object)
 
+# %% ../nbs/07_schema.ipynb #27cd19e5
 def _coerce(s: pd.Series, c: ColumnSpec) -> tuple[pd.Series, np.ndarray|None]:
     "Coerce a column to its spec's type; return it and a mask of values that did not parse (None: all parsed)."
     if c.kind == 'numeric':
@@ -182,12 +187,14 @@ def _coerce(s: pd.Series, c: ColumnSpec) -> tuple[pd.Series, np.ndarray|None]:
 # %% ../nbs/07_schema.ipynb #4feeb01e
 def _cats(cats: list, n: int=8) -> str: return ', '.join(map(str, cats[:n])) + (', ...' if len(cats) > n else '')
 
+# %% ../nbs/07_schema.ipynb #029b7be2
 def _reason(rule: str, c: ColumnSpec) -> str:
     "The message of an expectation rule when it is enforced (`on_unexpected='reject'`)."
     if rule == 'out_of_range': return f"out of range [{c.min:g}, {c.max:g}]"
     if rule == 'unknown_category': return f"unknown category (expected one of {_cats(c.categories)})"
     return "missing value"
 
+# %% ../nbs/07_schema.ipynb #5fbc5340
 def _contract(x: pd.Series, c: ColumnSpec) -> list[tuple[np.ndarray, str]]:
     "The declared constraints `x` breaks: (mask, reason) pairs."
     k, out = c.constraints or {}, []
@@ -206,6 +213,7 @@ def _contract(x: pd.Series, c: ColumnSpec) -> list[tuple[np.ndarray, str]]:
         )
     return out
 
+# %% ../nbs/07_schema.ipynb #0ea710b4
 def _expectations(x: pd.Series, c: ColumnSpec) -> list[tuple[np.ndarray, str]]:
     "The expectation rules `x` breaks: (mask, rule) pairs."
     na = x.isna().to_numpy()
@@ -217,6 +225,7 @@ def _expectations(x: pd.Series, c: ColumnSpec) -> list[tuple[np.ndarray, str]]:
         out.append((~x.isin(c.categories).to_numpy() & ~na, 'unknown_category'))
     return out
 
+# %% ../nbs/07_schema.ipynb #fd73ec32
 def _target(s: pd.Series, schema: DataSchema) -> tuple[pd.Series, list[tuple[np.ndarray, str]]]:
     "The coerced target and its contract problems (training data)."
     na = s.isna().to_numpy()
@@ -310,6 +319,7 @@ def _frame(index: pd.Index, parts: list, cols: list[str]) -> pd.DataFrame:
         }
     )
 
+# %% ../nbs/07_schema.ipynb #72c25a0e
 def _flags(n: int, parts: list) -> np.ndarray:
     "Per row position: '' or the ';'-joined '<column>:<rule>' of its parts (in column order)."
     out = np.full(n, '', dtype=object)
@@ -318,6 +328,7 @@ def _flags(n: int, parts: list) -> np.ndarray:
     out[hit] = [f[1:] for f in out[hit]]
     return out
 
+# %% ../nbs/07_schema.ipynb #6eae18d1
 def _plain_numeric(df: pd.DataFrame, schema: DataSchema) -> list[ColumnSpec]:
     "Numeric features held in a numeric (not boolean) column with no declared constraint: they need no parsing, no contract check."
     dtypes = df.dtypes  # once: a column lookup per feature costs more than the check on wide data
@@ -326,6 +337,7 @@ def _plain_numeric(df: pd.DataFrame, schema: DataSchema) -> list[ColumnSpec]:
         return not c.constraints and pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t)
     return [c for c in schema.features if c.kind == 'numeric' and plain(c)]
 
+# %% ../nbs/07_schema.ipynb #71edc5b8
 def _block_expectations(df: pd.DataFrame, specs: list[ColumnSpec]) -> tuple[np.ndarray, list[tuple[int, np.ndarray, str]]]:
     "The plain numeric columns as one float block, and the (column, mask, rule) breaks of their expectations, in one pass."
     A = df[[c.name for c in specs]].to_numpy(dtype='float64', na_value=np.nan)
@@ -340,6 +352,7 @@ def _block_expectations(df: pd.DataFrame, specs: list[ColumnSpec]) -> tuple[np.n
         hits += [(j, m, rule) for m, rule in ((missing[:, j], 'missing'), (outside[:, j], 'out_of_range')) if m.any()]
     return A, hits
 
+# %% ../nbs/07_schema.ipynb #851d9940
 def _restore_ints(valid: pd.DataFrame, specs: list[ColumnSpec]) -> pd.DataFrame:
     "Integer features back to int64 where every kept value is whole (they were coerced to float64 for the checks)."
     want = [c.name for c in specs if c.kind == 'numeric' and c.dtype == 'int64' and valid[c.name].dtype != 'int64']
@@ -348,6 +361,7 @@ def _restore_ints(valid: pd.DataFrame, specs: list[ColumnSpec]) -> pd.DataFrame:
     whole = ~np.isnan(A).any(axis=0) & (np.mod(np.nan_to_num(A), 1) == 0).all(axis=0)
     return valid.astype({n: 'int64' for n, ok in zip(want, whole) if ok})
 
+# %% ../nbs/07_schema.ipynb #181e2f64
 def validate_frame(df: pd.DataFrame, # the batch
                    schema: DataSchema, # the model's schema
                    require_target: bool=False, # the target column must be present and valid too (training data)
@@ -405,3 +419,23 @@ def validate_frame(df: pd.DataFrame, # the batch
         valid[schema.target.name] = valid[schema.target.name].astype(type(schema.classes[0]) if not isinstance(schema.classes[0], bool) else bool)
     return ValidationResult(valid, errors, len(df), _frame(df.index, warns, _WARN_COLS),
                             pd.Series(flags[keep], index=valid.index, dtype=object, name='_flags'))
+
+# %% ../nbs/07_schema.ipynb #dbf445a1
+def test_breaks(check: ValidationResult, # `validate_frame` of the whole input
+                test_rows, # the index labels of the test split
+               ) -> pd.DataFrame:
+    "The expectation breaks of the test rows, one row per break: test_row, column, value, rule."
+    return check.warnings[check.warnings.row.isin(test_rows)].rename(columns={'row': 'test_row'})
+
+# %% ../nbs/07_schema.ipynb #0e21d707
+def breaks_table(breaks: pd.DataFrame) -> pd.DataFrame:
+    "Breaks by column and rule: how many test rows, and an example value."
+    g = breaks.groupby(['column', 'rule'])
+    return g.agg(rows=('test_row', 'nunique'), example=('value', 'first')).reset_index()
+
+# %% ../nbs/07_schema.ipynb #1f47bdb1
+def breaks_message(breaks: pd.DataFrame, n_test: int) -> str:
+    "One line: how many test rows break an expectation, by rule."
+    n = breaks.test_row.nunique()
+    by_rule = ', '.join(f'{r} {k}' for r, k in breaks.groupby('rule').test_row.nunique().items())
+    return f"{n} of {n_test:,} test rows break an expectation" + (f": {by_rule}" if n else '')

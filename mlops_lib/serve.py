@@ -72,7 +72,8 @@ def serve_model(params_file: str|Path, # the project params
     try:
         with sigterm_as_interrupt(): return proc.wait()
     except KeyboardInterrupt:
-        stop_process(proc); raise
+        stop_process(proc)
+        raise
 
 # %% ../nbs/18_serve.ipynb #365bb837
 def request_bodies(df: pd.DataFrame) -> list[str]:
@@ -100,6 +101,7 @@ def _answer(r: requests.Response) -> tuple[object, str]:
         return (json.dumps(p) if isinstance(p, (dict, list)) else p), ''
     return None, str(body.get('message', body) if isinstance(body, dict) else body).strip().splitlines()[0][:500]
 
+# %% ../nbs/18_serve.ipynb #36f7323e
 def _ping(url: str, timeout: float):
     try: r = requests.get(f'{url}/ping', timeout=timeout)
     except requests.RequestException as ex:

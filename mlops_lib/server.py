@@ -20,6 +20,7 @@ __all__ = ['ServerError', 'pg_bin_dir', 'pg_os_user', 'Postgres', 'init_cluster'
 class ServerError(UserError, RuntimeError):
     "The tracking server or its database cannot start; the message says what to install or change."
 
+# %% ../nbs/12a_server.ipynb #0699bf21
 def pg_bin_dir() -> Path:
     "The folder with `initdb` and `pg_ctl`: `$MLOPS_PG_BIN`, the newest /usr/lib/postgresql/<N>/bin, else the one on PATH."
     if os.environ.get('MLOPS_PG_BIN'): return Path(os.environ['MLOPS_PG_BIN'])
@@ -44,15 +45,18 @@ def pg_os_user() -> str|None:
     except KeyError: raise ServerError(f"running as root, PostgreSQL needs an unprivileged system user; user '{name}' does not exist (Debian's postgresql package creates 'postgres'; or set $MLOPS_PG_USER)") from None
     return name
 
+# %% ../nbs/12a_server.ipynb #116a9833
 def _pg(cmd: list, **kw) -> subprocess.CompletedProcess:
     "Run a PostgreSQL binary as the PostgreSQL user (see `pg_os_user`)."
     user = pg_os_user()
     full = ['runuser', '-u', user, '--', *map(str, cmd)] if user else list(map(str, cmd))
     return subprocess.run(full, capture_output=True, text=True, **kw)
 
+# %% ../nbs/12a_server.ipynb #ce36e11c
 def _own(path: Path):
     "Hand `path` to the PostgreSQL user (when root), private to it."
-    path.mkdir(parents=True, exist_ok=True); path.chmod(0o700)
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
     if (user := pg_os_user()): shutil.chown(path, user, user)
 
 # %% ../nbs/12a_server.ipynb #50734c02
@@ -83,10 +87,12 @@ def _check_reachable(d: Path):
             f"{d}: the '{user}' user PostgreSQL runs as (we are root) cannot enter this folder; choose a --data-dir under a folder others can enter (e.g. /var/lib/mlops)"
         )
 
+# %% ../nbs/12a_server.ipynb #c48d450c
 def init_cluster(data_dir: str|Path # the server's data folder
                 ) -> Path:
     "Create the PostgreSQL cluster under `data_dir/postgres` unless it exists; return its folder."
-    d = Path(data_dir).resolve(); d.mkdir(parents=True, exist_ok=True)
+    d = Path(data_dir).resolve()
+    d.mkdir(parents=True, exist_ok=True)
     pgdata = d/'postgres'
     if (pgdata/'PG_VERSION').exists(): return pgdata
     _check_reachable(d)
@@ -118,6 +124,7 @@ def running_cluster(data_dir: str|Path) -> Postgres|None:
     lines = pid_file.read_text().splitlines()
     return Postgres(d/'postgres', Path(lines[4]), int(lines[3]))
 
+# %% ../nbs/12a_server.ipynb #9376ae42
 def start_cluster(data_dir: str|Path, # the server's data folder
                   port: int|None=None, # the port number (default: a free one)
                  ) -> Postgres:
@@ -137,12 +144,14 @@ def start_cluster(data_dir: str|Path, # the server's data folder
         raise ServerError(f"pg_ctl start {pgdata} failed: {(log or [r.stderr.strip()])[0]}")
     return Postgres(pgdata, sock, port)
 
+# %% ../nbs/12a_server.ipynb #83797144
 def stop_cluster(data_dir: str|Path) -> bool:
     "Stop the cluster under `data_dir` (fast shutdown); True when one was running."
     if running_cluster(data_dir) is None: return False
     _pg([pg_bin_dir()/'pg_ctl', 'stop', '-w', '-m', 'fast', '-D', Path(data_dir).resolve()/'postgres'])
     return True
 
+# %% ../nbs/12a_server.ipynb #b6abefce
 def ensure_database(pg: Postgres, name: str='mlflow') -> str:
     "Create database `name` unless it exists; return its SQLAlchemy URI."
     if pg.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'") != '1': pg.psql(f'CREATE DATABASE "{name}"')
@@ -154,9 +163,11 @@ def _flock(path: Path, mode: int):
     path.parent.mkdir(parents=True, exist_ok=True)
     fh = open(path, 'a+')
     try:
-        fcntl.flock(fh, mode); yield fh
+        fcntl.flock(fh, mode)
+        yield fh
     finally: fh.close()
 
+# %% ../nbs/12a_server.ipynb #98fb1425
 def check_reachable(uri: str) -> None:
     "Open and close one connection to the database at `uri`, failing at once: MLflow's store retries a refusing database for minutes."
     import sqlalchemy
@@ -167,11 +178,13 @@ def check_reachable(uri: str) -> None:
     finally:
         engine.dispose()
 
+# %% ../nbs/12a_server.ipynb #35b348d4
 def migrate_store(uri: str, artifacts: str) -> None:
     "Create or upgrade MLflow's tables in the database at `uri` (what `mlflow server` would do on start)."
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
     from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
-    SqlAlchemyStore(uri, artifacts); RegistryStore(uri)
+    SqlAlchemyStore(uri, artifacts)
+    RegistryStore(uri)
 
 # %% ../nbs/12a_server.ipynb #12cc42d6
 @dataclass
@@ -181,22 +194,30 @@ class StoreSpec:
     artifacts: str          # --artifacts-destination: a folder or s3://bucket/prefix
     postgres: Postgres|None = None  # the local cluster we started or joined (None: sqlite or an external database)
 
+# %% ../nbs/12a_server.ipynb #4bd65f41
 def prepare_store(data_dir: str|Path|None=None, # the server's data folder (default outputs/server)
                   backend: str='postgresql', # 'postgresql' (a local cluster) or 'sqlite'
                   artifacts: str|None=None, # a folder or s3://bucket/prefix (default <data-dir>/artifacts)
                   backend_store_uri: str|None=None, # an external database instead of a local cluster (e.g. a team's PostgreSQL)
                  ) -> StoreSpec:
     "Start (or join) the database and bring MLflow's tables up to date, under the start lock."
-    d = Path(data_dir or outputs_dir()/'server').resolve(); d.mkdir(parents=True, exist_ok=True)
+    d = Path(data_dir or outputs_dir()/'server').resolve()
+    d.mkdir(parents=True, exist_ok=True)
     if backend not in ('postgresql', 'sqlite'): raise ServerError(f"--backend: expected postgresql or sqlite, got {backend!r}")
     art = artifacts or str(d/'artifacts')
-    if not art.startswith(('s3://', 'gs://', 'wasbs://', 'file:')) and '://' not in art: Path(art).mkdir(parents=True, exist_ok=True); art = str(Path(art).resolve())
+    if not art.startswith(('s3://', 'gs://', 'wasbs://', 'file:')) and '://' not in art:
+        Path(art).mkdir(parents=True, exist_ok=True)
+        art = str(Path(art).resolve())
     with _flock(d/'.start.lock', fcntl.LOCK_EX):
         pg = None
         if backend_store_uri: uri = backend_store_uri
         elif backend == 'sqlite': uri = f"sqlite:///{d/'mlflow.db'}"
-        else: pg = start_cluster(d); uri = ensure_database(pg)
-        try: check_reachable(uri); migrate_store(uri, art)
+        else:
+            pg = start_cluster(d)
+            uri = ensure_database(pg)
+        try:
+            check_reachable(uri)
+            migrate_store(uri, art)
         except ImportError as ex: raise ServerError(f"the {uri.split(':')[0]} backend needs {ex.name}: pip install 'mlops_lib[team]'") from None
         except Exception as ex:  # an unreachable or refusing database: one line, no traceback
             raise ServerError(f"backend store {uri.split('?')[0]}: cannot open it: {(str(ex).strip().splitlines() or [type(ex).__name__])[0][:300]}") from None
@@ -208,6 +229,7 @@ def server_command(spec: StoreSpec, port: int, host: str='127.0.0.1', workers: i
     return [sys.executable, '-m', 'mlflow', 'server', '--backend-store-uri', spec.backend_uri, '--serve-artifacts',
             '--artifacts-destination', spec.artifacts, '--host', host, '--port', str(port), '--workers', str(workers)]
 
+# %% ../nbs/12a_server.ipynb #7f24f3de
 def wait_healthy(url: str, proc: subprocess.Popen|None=None, timeout: float|None=None, log: Path|None=None) -> None:
     "Wait until `url`/health answers OK (up to `timeout`, default `$MLOPS_SERVER_TIMEOUT` or 600 s); fail early when `proc` exits."
     timeout = timeout or float(os.environ.get("MLOPS_SERVER_TIMEOUT", 600))
@@ -240,6 +262,7 @@ def _release(d: Path, spec: StoreSpec, users):
             except BlockingIOError: return  # another server still uses the cluster
             stop_cluster(d)
 
+# %% ../nbs/12a_server.ipynb #35396b4e
 @contextlib.contextmanager
 def tracking_server(data_dir: str|Path|None=None, # the server's data folder (default outputs/server)
                     port: int|None=None, # the port (default: a free one)
@@ -252,7 +275,8 @@ def tracking_server(data_dir: str|Path|None=None, # the server's data folder (de
     "Run `mlflow server` on the store for the block; yield its tracking URI; stop it (and the cluster, when last) after."
     d = Path(data_dir or outputs_dir()/'server').resolve()
     spec = prepare_store(d, backend, artifacts, backend_store_uri)
-    users = open(d/'.users.lock', 'a+'); fcntl.flock(users, fcntl.LOCK_SH)
+    users = open(d/'.users.lock', 'a+')
+    fcntl.flock(users, fcntl.LOCK_SH)
     proc = None
     try:
         port = port or free_port(host)
@@ -268,5 +292,7 @@ def tracking_server(data_dir: str|Path|None=None, # the server's data folder (de
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:proc.wait(30)
-            except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait()
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         _release(d, spec, users)

@@ -21,7 +21,8 @@ from .params import load_params, tracking_uri
 class RequestError(UserError, ValueError):
     "A request the service refuses: `status` is the HTTP status, `errors` the per-field problems."
     def __init__(self, status: int, message: str, errors: list|None=None):
-        super().__init__(message); self.status, self.errors = status, errors or []
+        super().__init__(message)
+        self.status, self.errors = status, errors or []
 
 # %% ../nbs/19_service.ipynb #b9cf5b55
 PAYLOAD_FORMS = ('dataframe_split', 'dataframe_records', 'instances', 'inputs')
@@ -32,12 +33,14 @@ def _records(rows, key: str) -> pd.DataFrame:
         raise RequestError(400, f"'{key}' must be a list of objects (one per row, field -> value)")
     return pd.DataFrame.from_records(rows)
 
+# %% ../nbs/19_service.ipynb #236039c4
 def _split_frame(data: list, columns: list) -> pd.DataFrame:
     "Rows of values as a DataFrame: one float block when every value is a number (no per-column type inference)."
     if data and all(type(x) in (int, float) for row in data for x in row):
         return pd.DataFrame(np.array(data, dtype='float64'), columns=columns)
     return pd.DataFrame(data, columns=columns)
 
+# %% ../nbs/19_service.ipynb #853dfba0
 def payload_frame(body) -> pd.DataFrame:
     "The rows of an MLflow scoring request (`dataframe_split`, `dataframe_records`, `instances` or `inputs`) as a DataFrame."
     if not isinstance(body, dict) or len(set(body) & set(PAYLOAD_FORMS)) != 1:
@@ -74,6 +77,7 @@ def _flag_rules(flags) -> dict:
         for rule in {p.rsplit(':', 1)[-1] for p in str(f).split(';') if p}: out[rule] = out.get(rule, 0) + 1
     return out
 
+# %% ../nbs/19_service.ipynb #76a6e64e
 def contract_errors(r) -> list[dict]:
     "The contract violations of a `ValidationResult` as [{row, field, value, reason}]."
     e = r.errors
@@ -87,6 +91,7 @@ def contract_errors(r) -> list[dict]:
         for i, c, v, why in zip(e.row, e.column, e.value, e.reason)
     ]
 
+# %% ../nbs/19_service.ipynb #dcf7b5c4
 def _jsonable(v):
     if isinstance(v, np.generic): v = v.item()
     if isinstance(v, float) and not math.isfinite(v): return None
@@ -139,6 +144,7 @@ def _read_json(path: Path) -> dict|None:
     try: return json.loads(Path(path).read_text())
     except (OSError, ValueError): return None
 
+# %% ../nbs/19_service.ipynb #f9463223
 class DriftCollector:
     "Prometheus gauges read at scrape time from the last `mlops monitor` run (`outputs/monitor/<model>/latest.json`)."
     def __init__(self, path: str|Path, model: str): self.path, self.model = Path(path), model
@@ -242,10 +248,12 @@ class ServiceMetrics:
         "The metrics page: every worker's metrics (multiprocess) or this process's, plus the drift gauges."
         from prometheus_client import CollectorRegistry, CONTENT_TYPE_LATEST, generate_latest, multiprocess
         if self.multiprocess:
-            reg = CollectorRegistry(); multiprocess.MultiProcessCollector(reg)
+            reg = CollectorRegistry()
+            multiprocess.MultiProcessCollector(reg)
         else:
             reg = self.registry
-        reg2 = CollectorRegistry(); reg2.register(self.drift)
+        reg2 = CollectorRegistry()
+        reg2.register(self.drift)
         return generate_latest(reg) + generate_latest(reg2), CONTENT_TYPE_LATEST
 
 # %% ../nbs/19_service.ipynb #7f281fbd
@@ -260,6 +268,7 @@ def load_served(cfg: ServiceConfig, params, uri: str):
         lm.model = onnx_predictor(lm)
     return lm
 
+# %% ../nbs/19_service.ipynb #efe7f590
 def _scorer(on_unexpected: str):
     "`score_chunk` with `on_unexpected` when this version of it takes the argument."
     import inspect
@@ -274,8 +283,10 @@ _BODY_TYPES = {'/invocations': ('application/json', 'text/csv'), '/predict': ('a
 
 class _TooLarge(Exception): pass
 
+# %% ../nbs/19_service.ipynb #c7026f8c
 def _json_bytes(obj) -> bytes: return json.dumps(obj, default=_jsonable, allow_nan=False).encode()
 
+# %% ../nbs/19_service.ipynb #d2735599
 class Guard:
     "ASGI middleware: content types (400), body size (413), the model version header, request counts and latency."
     def __init__(self, app, state, max_bytes: int):
@@ -327,6 +338,7 @@ class _State:
     "What the routes share: the model answering (swapped whole on reload), metrics, the prediction log."
     def __init__(self, lm, metrics, plog=None): self.lm, self.metrics, self.plog, self.lock = lm, metrics, plog, None
 
+# %% ../nbs/19_service.ipynb #ff03f74a
 def _missing(df: pd.DataFrame, lm) -> None:
     miss = [c for c in lm.schema.feature_names if c not in df.columns]
     if miss:
@@ -336,6 +348,7 @@ def _missing(df: pd.DataFrame, lm) -> None:
             [dict(row=None, field=c, value=None, reason='required field missing') for c in miss],
         )
 
+# %% ../nbs/19_service.ipynb #0559c86c
 def _violations(r, n: int) -> RequestError:
     errs = contract_errors(r)
     txt = '; '.join(f"row {e['row']} {e['field']}: {e['reason']} ({e['value']!r})" for e in errs[:20])
@@ -343,6 +356,7 @@ def _violations(r, n: int) -> RequestError:
         422, f"{r.n_invalid} of {n} rows violate the model's contract: {txt}{' ...' if len(errs) > 20 else ''}", errs
     )
 
+# %% ../nbs/19_service.ipynb #605bbdea
 def _log_rows(st: _State, scored: pd.DataFrame, lm, rid: str, ms: float):
     "Off the request path: count the scored rows and queue them for the prediction log."
     st.metrics.scored(scored, lm.version)
@@ -520,6 +534,7 @@ def create_app(cfg: ServiceConfig, # what to serve and the limits
     app.add_middleware(Guard, state=st, max_bytes=int(cfg.max_body_mb * 2**20))
     return app
 
+# %% ../nbs/19_service.ipynb #64767da3
 def app_from_env():
     "The app factory uvicorn calls in each worker (`mlops_lib.service:app_from_env`)."
     return create_app(ServiceConfig.from_env())
@@ -541,6 +556,7 @@ def _run_uvicorn(config):
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     with contextlib.suppress(KeyboardInterrupt): Multiprocess(config, sockets=[sock]).run()
 
+# %% ../nbs/19_service.ipynb #dff78633
 def run_service(params_file: str|Path, # the project params (its `name` is the registered model)
                 port: int=5001, host: str='127.0.0.1',
                 alias: str|None='champion', # the alias to serve ...
@@ -596,6 +612,7 @@ def run_service(params_file: str|Path, # the project params (its `name` is the r
 class OnnxUnsupported(UserError, ValueError):
     "A model that does not convert to ONNX, or whose ONNX probabilities differ from scikit-learn's."
 
+# %% ../nbs/19_service.ipynb #0709e3e8
 ONNX_TOLERANCE = 1e-5
 
 def _onnx_feed(X: pd.DataFrame, schema) -> dict:
@@ -607,11 +624,14 @@ def _onnx_feed(X: pd.DataFrame, schema) -> dict:
         else: feed[c.name] = np.array(['' if pd.isna(x) else str(x) for x in v.tolist()], dtype=object).reshape(-1, 1)
     return feed
 
+# %% ../nbs/19_service.ipynb #3686a35e
 class OnnxPredictor:
     "An ONNX Runtime session that answers `predict`/`predict_proba` like the scikit-learn pipeline it was converted from."
     def __init__(self, onx: bytes, schema, classes=None):
         import onnxruntime as ort
-        so = ort.SessionOptions(); so.intra_op_num_threads = 1; so.inter_op_num_threads = 1
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
         self.sess, self.schema = ort.InferenceSession(onx, so, providers=['CPUExecutionProvider']), schema
         self.outputs = [o.name for o in self.sess.get_outputs()]
         if classes is not None: self.classes_ = np.asarray(classes)
@@ -621,6 +641,7 @@ class OnnxPredictor:
         out = self._run(X)
         return np.asarray(out[0]).ravel() if self.schema.task == 'regression' else self.classes_[np.asarray(self.predict_proba(X)).argmax(axis=1)]
 
+# %% ../nbs/19_service.ipynb #f767db87
 def _string_imputers(model):
     "A copy of `model` whose imputers of text columns treat '' as missing (ONNX has no missing string; `_onnx_feed` sends '')."
     import copy
@@ -633,6 +654,7 @@ def _string_imputers(model):
     walk(m)
     return m
 
+# %% ../nbs/19_service.ipynb #98db365d
 @contextlib.contextmanager
 def _bool_attributes_as_ints():
     "While converting: lists of booleans given to `onnx.helper.make_attribute` become ints."
@@ -648,6 +670,7 @@ def _bool_attributes_as_ints():
     try: yield
     finally: H.make_attribute = orig
 
+# %% ../nbs/19_service.ipynb #1735736f
 def to_onnx_bytes(model, schema) -> bytes:
     "Convert a fitted pipeline to ONNX (float32 numeric inputs, string categorical ones); `OnnxUnsupported` with the converter's reason."
     try:
@@ -661,6 +684,7 @@ def to_onnx_bytes(model, schema) -> bytes:
         with _bool_attributes_as_ints(): return to_onnx(model, initial_types=types, options=opts, target_opset=17).SerializeToString()
     except Exception as ex: raise OnnxUnsupported(f"{type(model.steps[-1][1] if hasattr(model, 'steps') else model).__name__}: skl2onnx cannot convert it ({type(ex).__name__}: {str(ex).splitlines()[0][:300] if str(ex) else ''})") from None
 
+# %% ../nbs/19_service.ipynb #d6fbfc76
 def onnx_check(lm, onx: bytes, X: pd.DataFrame) -> float:
     "The max absolute difference between scikit-learn's and ONNX Runtime's probabilities (predictions for regression) on rows `X`."
     try: p = OnnxPredictor(onx, lm.schema, lm.classes or None)
@@ -677,8 +701,10 @@ def _check_rows(params, lm, n: int=2000) -> pd.DataFrame:
     _, test = split_data(load_dataset(params)[0], params)
     return validate_frame(test.head(n), lm.schema, source='test rows').valid[lm.schema.feature_names]
 
+# %% ../nbs/19_service.ipynb #40957b4f
 def onnx_path(name: str, version: str) -> Path: return outputs_dir()/'export'/f'{name}-v{version}.onnx'
 
+# %% ../nbs/19_service.ipynb #5b62365e
 def export_onnx(params_file: str|Path, # the project params
                 alias: str|None='champion', version: str|int|None=None, uri: str|None=None,
                 output: str|Path|None=None, # default outputs/export/<model>-v<version>.onnx
@@ -707,6 +733,7 @@ def export_onnx(params_file: str|Path, # the project params
         message=f"exported {P.name} v{lm.version} to {out} ({len(onx)/1024:.0f} KB); max abs diff of probabilities on {len(X)} rows {diff:.2g} <= {ONNX_TOLERANCE:g}",
     )
 
+# %% ../nbs/19_service.ipynb #ef93fb5a
 def onnx_predictor(lm) -> OnnxPredictor:
     "The ONNX predictor for a loaded model: its exported file when there is one, else converted and checked now."
     p = onnx_path(lm.name, lm.version)

@@ -19,21 +19,23 @@ from .procs import file_lock
 from .schema import DataSchema
 
 # %% auto #0
-__all__ = ['SKOPS_TRUSTED_TYPES', 'setup_tracking', 'pip_requirements', 'signature_frame', 'skops_version',
-           'serialization_format', 'log_model', 'Decision', 'promotion_gate', 'record_decision', 'NoModelError',
-           'LoadedModel', 'registered_version', 'load_model', 'champion_score', 'gate_lock_path', 'gate_and_promote',
-           'model_versions', 'model_cache_dir', 'cached_model']
+__all__ = ['SKOPS_TRUSTED_TYPES', 'setup_tracking', 'log_search', 'log_splits', 'pip_requirements', 'signature_frame',
+           'skops_version', 'serialization_format', 'log_model', 'Decision', 'promotion_gate', 'record_decision',
+           'NoModelError', 'LoadedModel', 'registered_version', 'load_model', 'champion_score', 'gate_lock_path',
+           'gate_and_promote', 'model_versions', 'model_cache_dir', 'cached_model']
 
 # %% ../nbs/12_tracking.ipynb #a6b4af38
 def _sqlite_busy_timeout(dbapi_conn, record):
     "Every SQLite connection of this process waits for a writer (up to 60 s) instead of failing with 'database is locked'."
     if isinstance(dbapi_conn, sqlite3.Connection): dbapi_conn.execute('PRAGMA busy_timeout = 60000')
 
+# %% ../nbs/12_tracking.ipynb #d2b48466
 def _install_busy_timeout() -> None:
     import sqlalchemy
     if not sqlalchemy.event.contains(sqlalchemy.engine.Engine, 'connect', _sqlite_busy_timeout):
         sqlalchemy.event.listen(sqlalchemy.engine.Engine, 'connect', _sqlite_busy_timeout)
 
+# %% ../nbs/12_tracking.ipynb #be9f54e1
 _READY: set = set()   # embedded stores this process has created or checked
 
 def _init_store(uri: str, db: Path) -> None:
@@ -44,19 +46,23 @@ def _init_store(uri: str, db: Path) -> None:
         with contextlib.closing(sqlite3.connect(db, timeout=60)) as con:  # WAL: readers never block the writer
             if con.execute('PRAGMA journal_mode').fetchone()[0].lower() != 'wal': con.execute('PRAGMA journal_mode=WAL')
         client = MlflowClient(uri, uri)
-        client.search_experiments(max_results=1); client.search_registered_models(max_results=1)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
     _READY.add(uri)
 
 # %% ../nbs/12_tracking.ipynb #d2046b57
 def _sqlite_path(uri: str) -> Path|None:
     return Path(uri.removeprefix('sqlite:///')) if uri.startswith('sqlite:///') else None
 
+# %% ../nbs/12_tracking.ipynb #3703acf4
 def setup_tracking(uri: str, # a tracking URI (see `mlops_lib.config.tracking_uri`)
                    experiment: str|None=None, # experiment to create if missing and make active
                   ) -> str:
     "Point MLflow's tracking and registry at `uri` (creating the embedded store's folder) and activate `experiment`; return its id."
     db = _sqlite_path(uri)
-    if db: db.parent.mkdir(parents=True, exist_ok=True); _init_store(uri, db)
+    if db:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        _init_store(uri, db)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)  # one store: an inherited MLFLOW_REGISTRY_URI must not send the versions of this run elsewhere
     if experiment is None: return None
@@ -70,6 +76,30 @@ def setup_tracking(uri: str, # a tracking URI (see `mlops_lib.config.tracking_ur
     mlflow.set_experiment(experiment_id=exp.experiment_id)
     return exp.experiment_id
 
+# %% ../nbs/12_tracking.ipynb #1e75c572
+def log_search(res, # a `mlops_lib.models.TuneResult`
+               run_id: str|None=None, # the family's run (default: the active run)
+              ) -> None:
+    "Log one family's search in one batch: CV mean and std, seconds and candidates; the best parameters; the strategy."
+    from mlflow.entities import Metric, Param, RunTag
+    run_id = run_id or mlflow.active_run().info.run_id
+    now, m = int(time.time() * 1000), res.metric
+    figures = {f'cv_{m}_mean': res.cv_mean, f'cv_{m}_std': res.cv_std, 'fit_seconds': res.fit_seconds, 'candidates': res.n_candidates}
+    metrics = [Metric(k, float(v), now, 0) for k, v in figures.items()]
+    params = [Param(k, str(v)) for k, v in res.best_params.items()]
+    MlflowClient().log_batch(run_id, metrics=metrics, params=params, tags=[RunTag('strategy', res.strategy)])
+
+# %% ../nbs/12_tracking.ipynb #823f5d86
+def log_splits(splits: dict[str, pd.DataFrame], # 'train' / 'test' -> its rows
+               source: str, # where the rows came from: a path, or 'sample:<name>' (not a location)
+               name: str,   # the project name (datasets are named '<name>-<split>')
+               target: str, # the target column
+              ) -> None:
+    "Log each split as an MLflow dataset input of the active run, in the 'training' or 'testing' context."
+    for part, frame in splits.items():
+        ds = mlflow.data.from_pandas(frame, source=None if source.startswith('sample:') else source, targets=target, name=f'{name}-{part}')
+        mlflow.log_input(ds, context='training' if part == 'train' else 'testing')
+
 # %% ../nbs/12_tracking.ipynb #4a76e3d2
 def pip_requirements() -> list[str]:
     "The pinned requirements to load and serve our models."
@@ -77,6 +107,7 @@ def pip_requirements() -> list[str]:
     return [f'mlflow=={mlflow.__version__}', f'scikit-learn=={sklearn.__version__}', f'pandas=={pd.__version__}',
             f'numpy=={np.__version__}', f'scipy=={scipy.__version__}', f'cloudpickle=={cloudpickle.__version__}']
 
+# %% ../nbs/12_tracking.ipynb #8ad9de29
 def signature_frame(X: pd.DataFrame, schema: DataSchema) -> pd.DataFrame:
     "Rows of `X` with numeric features as float64 (the types the signature declares)."
     return X[schema.feature_names].astype({c: 'float64' for c in schema.numeric})
@@ -92,6 +123,7 @@ def skops_version() -> str:
     import skops
     return skops.__version__
 
+# %% ../nbs/12_tracking.ipynb #d37e5e88
 def serialization_format(model) -> str:
     "'skops' when skops can store `model` with no type outside `SKOPS_TRUSTED_TYPES`, else 'cloudpickle' (with a warning line)."
     import sys
@@ -121,7 +153,8 @@ def log_model(model, # the fitted sklearn pipeline
         schema.to_yaml(Path(d)/'schema.yaml')
         extra = [str(Path(d)/'schema.yaml')]
         if importance is not None:
-            importance.to_csv(Path(d)/'importance.csv', index=False); extra.append(str(Path(d)/'importance.csv'))
+            importance.to_csv(Path(d)/'importance.csv', index=False)
+            extra.append(str(Path(d)/'importance.csv'))
         mlflow.log_artifact(extra[0])
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
@@ -165,6 +198,7 @@ class Decision:
 def _fails(metric: str, value: float, bound: float) -> bool:
     return not np.isfinite(value) or (value < bound if higher_is_better(metric) else value > bound)
 
+# %% ../nbs/12_tracking.ipynb #78f6e540
 def promotion_gate(metrics: dict, # the candidate's test metrics
                    params: Params,
                    champion: float|None=None, # the champion's score on the same test rows (None: no champion)
@@ -228,6 +262,7 @@ def record_decision(client: MlflowClient, name: str, version: str, d: Decision, 
 class NoModelError(UserError, LookupError):
     "No registered model (or no version with that alias) to load."
 
+# %% ../nbs/12_tracking.ipynb #8b503bfb
 @dataclass
 class LoadedModel:
     "A registered model version with what travels with it."
@@ -274,6 +309,7 @@ def registered_version(client: MlflowClient, name: str, alias: str|None, version
             f"no registered model '{name}' with {what} in {mlflow.get_tracking_uri()}; train one with: mlops run --params params/<project>.yaml"
         ) from None
 
+# %% ../nbs/12_tracking.ipynb #ea18c094
 def _loaded_model(model, local: Path, client, name: str, mv) -> LoadedModel:
     "A `LoadedModel` from a downloaded model folder: its schema, importance table and the training run's test metrics."
     yml = local/'extra_files'/'schema.yaml'
@@ -285,6 +321,7 @@ def _loaded_model(model, local: Path, client, name: str, mv) -> LoadedModel:
     return LoadedModel(model, schema, name, str(mv.version), mv.run_id, metrics, created, list(mv.aliases),
                        pd.read_csv(imp) if imp else None, f'models:/{name}/{mv.version}')
 
+# %% ../nbs/12_tracking.ipynb #2b24467c
 def load_model(name: str, # the registered model name (the params' `name`)
                alias: str|None='champion', # which alias to load ...
                version: str|int|None=None, # ... or which version number
@@ -311,11 +348,13 @@ def _champion_version(client: MlflowClient, name: str) -> str|None:
     try: return str(client.get_model_version_by_alias(name, 'champion').version)
     except MlflowException: return None
 
+# %% ../nbs/12_tracking.ipynb #7c69f0a6
 def _version_score(name: str, version: str, X: pd.DataFrame, y: pd.Series, metric: str, task: str) -> float:
     from mlops_lib.evaluate import score_model
     lm = load_model(name, version=version)
     return score_model(lm.model, X[lm.schema.feature_names], y, task)[metric]
 
+# %% ../nbs/12_tracking.ipynb #f8349da5
 def gate_lock_path(uri: str, name: str) -> Path:
     "The lock file that serialises the promotion gate of model `name` on the tracking store `uri`."
     import hashlib
@@ -343,10 +382,14 @@ def gate_and_promote(name: str, # the registered model
         return promotion_gate(metrics, params, scores.get(cv), cv)
     with file_lock(gate_lock_path(uri, name), what=f"the promotion gate of '{name}'"):
         t_read, d = time.time(), decide()
-        if _sqlite_path(uri): record_decision(client, name, version, d, run_id); return d
+        if _sqlite_path(uri):
+            record_decision(client, name, version, d, run_id)
+            return d
         for _ in range(rounds):  # a server: compare-and-set against writers on other machines
             if not d.promote: break
-            if _champion_version(client, name) != d.champion_version: d = decide(); continue  # it moved while we scored
+            if _champion_version(client, name) != d.champion_version:
+                d = decide()
+                continue  # it moved while we scored
             client.set_model_version_tag(name, version, 'promotion.intent', f'{time.time():.3f}')  # rivals see we are moving
             _move_aliases(client, name, version, d.champion_version)
             time.sleep(settle)
@@ -376,10 +419,12 @@ def gate_and_promote(name: str, # the registered model
         record_decision(client, name, version, d, run_id, move=False)
         return d
 
+# %% ../nbs/12_tracking.ipynb #a199cad1
 def _move_aliases(client: MlflowClient, name: str, version: str, old: str|None) -> None:
     if old and old != version: client.set_registered_model_alias(name, 'previous', old)
     client.set_registered_model_alias(name, 'champion', version)
 
+# %% ../nbs/12_tracking.ipynb #5eaba4b5
 def _rivals(client: MlflowClient, name: str, version: str, since: float) -> list[str]:
     "Other versions that started moving the champion alias since `since` (their `promotion.intent` tag)."
     vs = client.search_model_versions(f"name='{name}'")
@@ -389,6 +434,7 @@ def _rivals(client: MlflowClient, name: str, version: str, since: float) -> list
         if str(v.version) != version and float(v.tags.get('promotion.intent', 0) or 0) >= since
     ]
 
+# %% ../nbs/12_tracking.ipynb #08423589
 def _reconcile(client, name, version, cur, rivals, d, score) -> Decision:
     "After a concurrent move: the best of us, the champion and the rivals on our test rows keeps (or gets) the alias."
     m = d.metric
@@ -450,6 +496,7 @@ def model_cache_dir(name: str, version: str, run_id: str) -> Path:
     safe = ''.join(ch if ch.isalnum() or ch in '-_.' else '_' for ch in name)
     return outputs_dir()/'cache'/'models'/safe/f'{version}-{run_id}'
 
+# %% ../nbs/12_tracking.ipynb #fa65a824
 def cached_model(name: str, # the registered model name
                  alias: str|None='champion', # which alias to load ...
                  version: str|int|None=None, # ... or which version number
