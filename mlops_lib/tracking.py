@@ -98,7 +98,17 @@ def log_splits(splits: dict[str, pd.DataFrame], # 'train' / 'test' -> its rows
     "Log each split as an MLflow dataset input of the active run, in the 'training' or 'testing' context."
     for part, frame in splits.items():
         ds = mlflow.data.from_pandas(frame, source=None if source.startswith('sample:') else source, targets=target, name=f'{name}-{part}')
-        mlflow.log_input(ds, context='training' if part == 'train' else 'testing')
+        _log_input(ds, 'training' if part == 'train' else 'testing')
+
+def _log_input(ds, context: str, tries: int=5):
+    """`mlflow.log_input`, again when a concurrent run created the same dataset first: MLflow gets or creates the dataset
+    row without a lock, so two runs logging identical data at once make one fail on the unique constraint
+    (experiment, name, digest). The retry finds the row and links it."""
+    for i in range(tries):
+        try: return mlflow.log_input(ds, context=context)
+        except MlflowException as ex:
+            if 'unique' not in str(ex).lower() or i == tries - 1: raise
+            time.sleep(0.1 * (i + 1))
 
 # %% ../nbs/12_tracking.ipynb #4a76e3d2
 def pip_requirements() -> list[str]:

@@ -196,12 +196,51 @@ def build(out: Path, execute_names: set[str]|None) -> list[Path]:
     return written
 
 
+MAX_TEXT_LINES, MAX_OUTPUT_BYTES = 30, 400_000
+
+
+def small(output: dict) -> dict|None:
+    "An output fit to keep in a committed notebook: long text cut to its first lines, a figure over the size limit dropped."
+    data = output.get('data', {})
+    if len(json.dumps(output)) > MAX_OUTPUT_BYTES: return None
+    if output.get('name') == 'stderr' or 'application/vnd.jupyter.widget-view+json' in data: return None   # warnings, progress bars
+    if output.get('output_type') == 'stream':
+        lines = output['text'].splitlines(True)
+        if len(lines) > MAX_TEXT_LINES: output['text'] = ''.join(lines[:MAX_TEXT_LINES]) + f'... ({len(lines) - MAX_TEXT_LINES} more lines)\n'
+    if 'text/html' in data and 'text/plain' in data and PLOTLY_MIME not in data: data.pop('text/plain')   # tables: keep the HTML
+    return output
+
+
+def write_outputs(names: set[str]|None) -> list[Path]:
+    "Execute the library notebooks and keep their (small) outputs in nbs/, so a reader on a code host sees them."
+    import nbformat
+    todo = [p for p in pages() if names is None or p.stem in names]
+    with tempfile.TemporaryDirectory(prefix='mlops-outputs-') as tmp, ProcessPoolExecutor(2) as pool:
+        executed = {p: f.result() for p, f in {p: pool.submit(execute, p, Path(tmp)/p.stem) for p in todo}.items()}
+    for p, run in executed.items():
+        nb = nbformat.read(p, as_version=4)
+        outs = {c.id: c.get('outputs', []) for c in run.cells if c.cell_type == 'code'}
+        for c in nb.cells:
+            if c.cell_type == 'code':
+                c.outputs = [nbformat.from_dict(o) for o in (small(dict(o)) for o in outs.get(c.id, [])) if o is not None]
+                for o in c.outputs:
+                    if 'execution_count' in o: o['execution_count'] = None
+        nbformat.write(nb, p)
+    return list(executed)
+
+
 def main(argv: list[str]|None=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--out', default=str(ROOT/'_docs'), help='folder to write the site to (default: _docs)')
     ap.add_argument('--execute', default='all', help="'all', 'none' or comma-separated notebook names (e.g. index,09_eda)")
+    ap.add_argument('--write-outputs', action='store_true', help='execute the notebooks named by --execute and keep their outputs in nbs/')
     a = ap.parse_args(argv)
     names = None if a.execute == 'all' else set() if a.execute == 'none' else set(a.execute.split(','))
+    if a.write_outputs:
+        try: done = write_outputs(names)
+        except RuntimeError as ex: print(f'docs: error: {ex}', file=sys.stderr); return 1
+        print(f'docs: outputs of {len(done)} notebooks kept in nbs/ (run nbdev_clean next)')
+        return 0
     try: written = build(Path(a.out), names)
     except RuntimeError as ex: print(f'docs: error: {ex}', file=sys.stderr); return 1
     print(f'docs: {len(written)} pages in {a.out} (open {Path(a.out)/"index.html"})')
