@@ -8,7 +8,7 @@ KERNEL := mlops_lib
 PARAMS ?= params/car_purchase.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data run test sync-check nbdev-test pytest browser prometheus postgres scale-deps orchestrate lock clean-outputs dashboard ui bench docs readme server test-quarantine
+.PHONY: help setup data run test sync-check nb-outputs nbdev-test pytest browser prometheus postgres scale-deps orchestrate lock clean-outputs dashboard ui bench docs readme server test-quarantine
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ readme: setup ## Write README.md from nbs/index.ipynb (edit the notebook, not th
 
 docs: setup ## Build the docs site offline into _docs/ (executes the library notebooks; open _docs/index.html)
 	$(BIN)/python tools/docs.py --out _docs
+
+nb-outputs: setup ## Run the library notebooks and keep their small outputs in nbs/ (then clean them and write README.md)
+	$(BIN)/python tools/docs.py --write-outputs && $(BIN)/nbdev_clean && $(BIN)/python tools/readme.py
 
 nbdev-test: setup ## Run the library notebooks as tests
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/nbdev_test --n_workers 2 --timing   # one OpenMP thread per notebook process: see tests/conftest.py

@@ -157,7 +157,8 @@ def score_chunk(
 ):
     "Validate and score a chunk; return (scored valid rows with `_flags`, `ValidationResult`)."
     r = validate_frame(df, lm.schema, source=source, on_unexpected=on_unexpected)
-    X = r.valid[lm.schema.feature_names]
+    names = lm.schema.feature_names
+    X = r.valid if list(r.valid.columns) == names else r.valid[names]   # a column selection copies: skip it when it is a no-op
     if not predict: X = X.iloc[:0]
     pred = (
         predict_frame(lm.model, X, lm.schema.task)
@@ -165,9 +166,10 @@ def score_chunk(
         else pd.DataFrame(columns=prediction_columns(lm), index=X.index)
     )
     # the batch's own columns in their order (features as validated), then the predictions and the flags
-    own = [c for c in df.columns if c not in (*pred.columns, '_flags')]
-    extra = [c for c in own if c not in X.columns]
-    out = pd.concat([X, df.loc[X.index, extra]], axis=1)[own] if extra else X[own]
+    drop, have = {*pred.columns, '_flags'}, set(X.columns)
+    own = [c for c in df.columns if c not in drop]
+    extra = [c for c in own if c not in have]
+    out = pd.concat([X, df.loc[X.index, extra]], axis=1)[own] if extra else X if own == names else X[own]
     return pd.concat([out, pred, r.flags.loc[X.index].astype(str).rename('_flags')], axis=1), r
 
 # %% ../nbs/14_predict.ipynb #d3abb234

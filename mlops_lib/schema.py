@@ -307,9 +307,11 @@ class ValidationResult:
         return batch.loc[why.index].assign(_reason=why.values)
 
 # %% ../nbs/07_schema.ipynb #a4d3fd98
+_EMPTY = {tuple(c): pd.DataFrame(columns=c) for c in (_ERR_COLS, _WARN_COLS)}   # built once: most batches have no error
+
 def _frame(index: pd.Index, parts: list, cols: list[str]) -> pd.DataFrame:
     "One frame from (positions, column, values, label) parts."
-    if not parts: return pd.DataFrame(columns=cols)
+    if not parts: return _EMPTY[tuple(cols)].copy()
     return pd.DataFrame(
         {
             cols[0]: np.concatenate([index[p] for p, *_ in parts]),
@@ -331,11 +333,9 @@ def _flags(n: int, parts: list) -> np.ndarray:
 # %% ../nbs/07_schema.ipynb #6eae18d1
 def _plain_numeric(df: pd.DataFrame, schema: DataSchema) -> list[ColumnSpec]:
     "Numeric features held in a numeric (not boolean) column with no declared constraint: they need no parsing, no contract check."
-    dtypes = df.dtypes  # once: a column lookup per feature costs more than the check on wide data
-    def plain(c):
-        t = dtypes[c.name]
-        return not c.constraints and pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t)
-    return [c for c in schema.features if c.kind == 'numeric' and plain(c)]
+    dtypes = dict(zip(df.columns, df.dtypes))  # once: a column lookup per feature costs more than the check on wide data
+    numeric = {t: pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t) for t in set(dtypes.values())}
+    return [c for c in schema.features if c.kind == 'numeric' and not c.constraints and numeric[dtypes[c.name]]]
 
 # %% ../nbs/07_schema.ipynb #71edc5b8
 def _block_expectations(df: pd.DataFrame, specs: list[ColumnSpec]) -> tuple[np.ndarray, list[tuple[int, np.ndarray, str]]]:
@@ -353,13 +353,12 @@ def _block_expectations(df: pd.DataFrame, specs: list[ColumnSpec]) -> tuple[np.n
     return A, hits
 
 # %% ../nbs/07_schema.ipynb #851d9940
-def _restore_ints(valid: pd.DataFrame, specs: list[ColumnSpec]) -> pd.DataFrame:
-    "Integer features back to int64 where every kept value is whole (they were coerced to float64 for the checks)."
-    want = [c.name for c in specs if c.kind == 'numeric' and c.dtype == 'int64' and valid[c.name].dtype != 'int64']
-    if not want: return valid
-    A = valid[want].to_numpy(dtype='float64', na_value=np.nan)  # no rows: every column passes, as `all` of nothing is true
-    whole = ~np.isnan(A).any(axis=0) & (np.mod(np.nan_to_num(A), 1) == 0).all(axis=0)
-    return valid.astype({n: 'int64' for n, ok in zip(want, whole) if ok})
+def _int_if_whole(values, c: ColumnSpec):
+    "An integer feature's kept values back to int64 when every one is whole (they were coerced to float64 for the checks)."
+    if c.kind != 'numeric' or c.dtype != 'int64' or getattr(values, 'dtype', None) == 'int64': return values
+    a = values.to_numpy(dtype='float64', na_value=np.nan) if isinstance(values, pd.Series) else np.asarray(values, dtype='float64')
+    if np.isnan(a).any() or (np.mod(a, 1) != 0).any(): return values   # no rows: every value is whole, as `all` of nothing is true
+    return values.astype('int64')
 
 # %% ../nbs/07_schema.ipynb #181e2f64
 def validate_frame(df: pd.DataFrame, # the batch
@@ -406,15 +405,19 @@ def validate_frame(df: pd.DataFrame, # the batch
     # the parts in column order, as one column at a time would give them (rules in a column keep their order)
     errs = [e for _, e in sorted(errs, key=lambda t: t[0])]
     warns = [w for _, w in sorted(warns, key=lambda t: t[0])]
-    X = pd.DataFrame({n: cols[n] for n in need}, index=df.index)
-    errors = _frame(df.index, errs, _ERR_COLS).drop_duplicates(['row', 'column']).reset_index(drop=True)
+    errors = _frame(df.index, errs, _ERR_COLS)
+    if len(errors): errors = errors.drop_duplicates(['row', 'column']).reset_index(drop=True)
     rejected = np.unique(np.concatenate([p for p, *_ in errs])) if errs else np.array([], dtype=int)
     keep = np.ones(len(df), dtype=bool)
     keep[rejected] = False
     warns = [(p[keep[p]], col, v[keep[p]], rule) for p, col, v, rule in warns]
     warns = [w for w in warns if len(w[0])]
     flags = _flags(len(df), warns)
-    valid = _restore_ints(X if not len(rejected) else X[keep], schema.features + ([schema.target] if require_target else []))
+    specs = {c.name: c for c in schema.features + ([schema.target] if require_target else [])}
+    kept = keep if len(rejected) else slice(None)
+    if [c.name for c in plain] == need and all(c.dtype != 'int64' for c in plain):   # all plain floats: one block, one copy
+        valid = pd.DataFrame(block[kept], columns=need, index=df.index[kept])
+    else: valid = pd.DataFrame({n: _int_if_whole(cols[n][kept], specs[n]) for n in need}, index=df.index[kept])
     if require_target and schema.task == 'classification' and not isinstance(schema.classes[0], str) and not valid[schema.target.name].isna().any():
         valid[schema.target.name] = valid[schema.target.name].astype(type(schema.classes[0]) if not isinstance(schema.classes[0], bool) else bool)
     return ValidationResult(valid, errors, len(df), _frame(df.index, warns, _WARN_COLS),

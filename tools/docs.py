@@ -207,7 +207,6 @@ def small(output: dict) -> dict|None:
     if output.get('output_type') == 'stream':
         lines = output['text'].splitlines(True)
         if len(lines) > MAX_TEXT_LINES: output['text'] = ''.join(lines[:MAX_TEXT_LINES]) + f'... ({len(lines) - MAX_TEXT_LINES} more lines)\n'
-    if 'text/html' in data and 'text/plain' in data and PLOTLY_MIME not in data: data.pop('text/plain')   # tables: keep the HTML
     return output
 
 

@@ -3,8 +3,8 @@
     .venv/bin/python tools/readme.py [--check]
 
 `nbdev_readme` would do this through Quarto, which cannot be installed here (see tools/docs.py), so nbconvert's
-Markdown exporter renders the notebook: markdown cells as they are, code cells as ```python blocks, outputs (none: the
-notebook is committed clean) as text blocks. Links to sibling notebooks (`(09_eda.ipynb)`) become `(nbs/09_eda.ipynb)`
+Markdown exporter renders the notebook: markdown cells as they are, code cells as ```python blocks, their outputs as
+text blocks (a table in its text form). Links to sibling notebooks (`(09_eda.ipynb)`) become `(nbs/09_eda.ipynb)`
 so they work from the repository root.
 """
 import re, sys
@@ -23,6 +23,9 @@ def readme_text(root: Path=ROOT) -> str:
     nbs = cfg['DEFAULT']['nbs_path']
     nb = nbformat.read(root/nbs/cfg['DEFAULT']['readme_nb'], as_version=4)
     nb.metadata['language_info'] = {'name': 'python'}   # code blocks as ```python (a clean notebook has no language_info)
+    for c in nb.cells:   # a table's text form reads better in Markdown than its HTML (whose <style> a code host shows as text)
+        for o in c.get('outputs', []):
+            if 'text/plain' in o.get('data', {}): o['data'].pop('text/html', None)
     md, _ = MarkdownExporter(exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(nb)
     md = re.sub(r'\]\(((?!https?:|#|/)[^)\s]+\.ipynb)\)', lambda m: f']({nbs}/{m[1]})', md)
     return re.sub(r'\n{3,}', '\n\n', md).strip() + '\n'
