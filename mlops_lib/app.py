@@ -78,17 +78,8 @@ def form_spec(
     first = set(names[:top])
     order = names if len(names) > top else schema.feature_names
     return [
-        dict(
-            name=n,
-            kind=(c := schema.column(n)).kind,
-            dtype=c.dtype,
-            nullable=c.nullable,
-            default=default_value(c),
-            min=c.min,
-            max=c.max,
-            categories=c.categories,
-            primary=n in first,
-        )
+        dict(name=n, kind=(c := schema.column(n)).kind, dtype=c.dtype, nullable=c.nullable, default=default_value(c),
+             min=c.min, max=c.max, categories=c.categories, primary=n in first)
         for n in order
     ]
 
@@ -157,9 +148,8 @@ def form_row(values: dict, schema: DataSchema) -> pd.DataFrame:
                 'int64' if c.dtype == 'int64' and not _blank(v) else 'float64'
             )
         else:
-            row[c.name] = pd.Series(
-                [None if _blank(v) else v], dtype='bool' if c.dtype == 'bool' and not _blank(v) else 'object'
-            )
+            row[c.name] = pd.Series([None if _blank(v) else v],
+                                    dtype='bool' if c.dtype == 'bool' and not _blank(v) else 'object')
     return pd.DataFrame(row)
 
 # %% ../nbs/20_app.ipynb #3a90c4f3
@@ -183,22 +173,13 @@ def predict_one(lm: LoadedModel, # the loaded model
     flags = [f for f in str(row['_flags']).split(';') if f]
     if lm.schema.task == 'regression':
         v, band = float(row['prediction']), lm.metrics.get('rmse', lm.metrics.get('mae'))
-        return dict(
-            prediction=v,
-            band=band,
-            low=None if band is None else v - band,
-            high=None if band is None else v + band,
-            flags=flags,
-        )
+        return dict(prediction=v, band=band, low=None if band is None else v - band,
+                    high=None if band is None else v + band, flags=flags)
     classes = [c.item() if hasattr(c, 'item') else c for c in lm.classes]
     p = [float(row[f'proba_{c}']) for c in classes]
     pred = row['prediction']
-    return dict(
-        prediction=pred.item() if hasattr(pred, 'item') else pred,
-        probability=float(row['probability']),
-        proba=dict(zip(classes, p)),
-        flags=flags,
-    )
+    return dict(prediction=pred.item() if hasattr(pred, 'item') else pred, probability=float(row['probability']),
+                proba=dict(zip(classes, p)), flags=flags)
 
 # %% ../nbs/20_app.ipynb #10ab9427
 def show_figure(out: widgets.Output, fig: go.Figure|None) -> widgets.Output:
@@ -210,10 +191,8 @@ def show_figure(out: widgets.Output, fig: go.Figure|None) -> widgets.Output:
     out.outputs = (
         {
             'output_type': 'display_data',
-            'data': {
-                'application/vnd.plotly.v1+json': spec,
-                'text/plain': f'<plotly figure: {fig.layout.title.text or ""}>',
-            },
+            'data': {'application/vnd.plotly.v1+json': spec,
+                     'text/plain': f'<plotly figure: {fig.layout.title.text or ""}>'},
             'metadata': {},
         },
     )
@@ -228,22 +207,15 @@ def result_figure(res: dict, # from `predict_one`
         labels, ps = [str(k) for k in res['proba']], list(res['proba'].values())
         fig = go.Figure(go.Bar(x=ps, y=labels, orientation='h', text=[f'{p:.1%}' for p in ps], textposition='auto',
                                marker_color=['#2a9d8f' if l == str(res['prediction']) else '#b0bec5' for l in labels]))
-        return fig.update_layout(
-            title=f"Predicted {schema.target.name}: {res['prediction']}",
-            xaxis=dict(range=[0, 1], tickformat='.0%'),
-            height=120 + 40 * len(labels),
-            margin=dict(l=80, r=20, t=50, b=40),
-        )
+        return fig.update_layout(title=f"Predicted {schema.target.name}: {res['prediction']}",
+                                 xaxis=dict(range=[0, 1], tickformat='.0%'), height=120 + 40 * len(labels),
+                                 margin=dict(l=80, r=20, t=50, b=40))
     t, v = schema.target, res['prediction']
     lo, hi = (t.min, t.max) if t.min is not None else (v - 1, v + 1)
     steps = [] if res['band'] is None else [dict(range=[max(lo, res['low']), min(hi, res['high'])], color='#cfe8e5')]
     fig = go.Figure(
-        go.Indicator(
-            mode='gauge+number',
-            value=v,
-            number=dict(valueformat='.4g'),
-            gauge=dict(axis=dict(range=[lo, hi]), steps=steps, bar=dict(color='#2a9d8f')),
-        )
+        go.Indicator(mode='gauge+number', value=v, number=dict(valueformat='.4g'),
+                     gauge=dict(axis=dict(range=[lo, hi]), steps=steps, bar=dict(color='#2a9d8f')))
     )
     return fig.update_layout(
         title=f"Predicted {t.name}" + ('' if res['band'] is None else f" (band: ± test error {res['band']:.3g})"),
@@ -262,9 +234,8 @@ def _field(s: dict, c: ColumnSpec) -> tuple[widgets.Widget, widgets.HTML, widget
         opts = [(str(v), v) for v in s['categories']] + ([('(missing)', None)] if s['nullable'] else [])
         w, text = widgets.Dropdown(options=opts, value=s['default'], layout=widgets.Layout(width='180px')), ''
     else:
-        w = widgets.Text(
-            value=s['default'], placeholder='(missing)' if s['nullable'] else '', layout=widgets.Layout(width='180px')
-        )
+        w = widgets.Text(value=s['default'], placeholder='(missing)' if s['nullable'] else '',
+                         layout=widgets.Layout(width='180px'))
         text = hint(c)
     err, warn = widgets.HTML('', layout=widgets.Layout(min_width='160px')), widgets.HTML(
         '', layout=widgets.Layout(min_width='160px')
@@ -272,15 +243,9 @@ def _field(s: dict, c: ColumnSpec) -> tuple[widgets.Widget, widgets.HTML, widget
     err.add_class('mlops-error')
     warn.add_class('mlops-warning')
     row = widgets.HBox(
-        [
-            widgets.HTML(
-                f'<b>{html.escape(str(s["name"]))}</b>', layout=widgets.Layout(width='150px', overflow='hidden')
-            ),
-            w,
-            widgets.HTML(f'<span style="color:#777">{html.escape(text)}</span>', layout=widgets.Layout(width='190px')),
-            err,
-            warn,
-        ]
+        [widgets.HTML(f'<b>{html.escape(str(s["name"]))}</b>', layout=widgets.Layout(width='150px', overflow='hidden')),
+         w, widgets.HTML(f'<span style="color:#777">{html.escape(text)}</span>', layout=widgets.Layout(width='190px')),
+         err, warn]
     )
     row.add_class(_css(s['name']))
     return w, err, warn, row
@@ -399,9 +364,8 @@ def score_batch_csv(lm: LoadedModel, # the loaded model
 def table_html(df: pd.DataFrame, max_rows: int=200, cls: str='mlops-table') -> str:
     "An escaped HTML table of the first `max_rows` rows, noting how many were left out."
     more = f'<p style="color:#777">showing {max_rows} of {len(df)} rows</p>' if len(df) > max_rows else ''
-    t = df.head(max_rows).to_html(
-        index=False, escape=True, border=0, classes=cls, float_format=lambda v: f'{v:.4g}', na_rep=''
-    )
+    t = df.head(max_rows).to_html(index=False, escape=True, border=0, classes=cls, float_format=lambda v: f'{v:.4g}',
+                                  na_rep='')
     return f'<div style="max-height:360px;overflow:auto">{t}</div>{more}'
 
 # %% ../nbs/20_app.ipynb #a0bde1c6
@@ -421,14 +385,9 @@ def model_card_html(lm: LoadedModel, params_file: str|None=None) -> str:
     "The model card: name, version and aliases, when it was trained, the run and its test metrics."
     aliases = ', '.join(lm.aliases) or 'no alias'
     metrics = ''.join(f'<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>' for k, v in sorted(lm.metrics.items()))
-    rows = [
-        ('Model', f'{lm.name} version {lm.version} ({aliases})'),
-        ('Task', lm.schema.task),
-        ('Target', lm.schema.target.name),
-        ('Trained', lm.created.strftime('%Y-%m-%d %H:%M UTC')),
-        ('Run', lm.run_id),
-        ('Features', str(len(lm.schema.features))),
-    ]
+    rows = [('Model', f'{lm.name} version {lm.version} ({aliases})'), ('Task', lm.schema.task),
+            ('Target', lm.schema.target.name), ('Trained', lm.created.strftime('%Y-%m-%d %H:%M UTC')),
+            ('Run', lm.run_id), ('Features', str(len(lm.schema.features)))]
     rows += [('Params file', params_file)] if params_file else []
     head = ''.join(
         f'<tr><th style="text-align:left;padding-right:1em">{k}</th><td>{html.escape(str(v))}</td></tr>'
@@ -529,16 +488,8 @@ def live_drift(df: pd.DataFrame, # logged rows
     cur = _logged_outputs(df, lm)
     if cur is not None and ref_pred is None:
         ref_pred = model_outputs(lm.model, ref[lm.schema.feature_names], lm.schema.task)
-    return drift_report(
-        ref,
-        df,
-        lm.schema.numeric,
-        lm.schema.categorical,
-        cfg,
-        ref_pred=ref_pred if cur is not None else None,
-        cur_pred=cur,
-        source='the prediction log',
-    )
+    return drift_report(ref, df, lm.schema.numeric, lm.schema.categorical, cfg,
+                        ref_pred=ref_pred if cur is not None else None, cur_pred=cur, source='the prediction log')
 
 # %% ../nbs/20_app.ipynb #a6b9a8ae
 def live_html(stats: dict, # from `live_stats`
@@ -580,9 +531,8 @@ def live_html(stats: dict, # from `live_stats`
         )
     elif drift:
         rows.append(('Drift', drift))
-    body = ''.join(
-        f'<tr><th style="text-align:left;padding-right:1em">{k}</th><td>{html.escape(v)}</td></tr>' for k, v in rows
-    )
+    body = ''.join(f'<tr><th style="text-align:left;padding-right:1em">{k}</th><td>{html.escape(v)}</td></tr>' for k,
+                   v in rows)
     kind = 'warn' if isinstance(drift, dict) and drift['summary']['dataset_drift'] else 'ok'
     head = message_html(f"Live service: {stats['requests']:,} requests in {what}", kind)
     feats = ''
@@ -596,14 +546,8 @@ def live_html(stats: dict, # from `live_stats`
 # %% ../nbs/20_app.ipynb #0e6f450d
 class LivePanel:
     "The live service on the Monitoring tab: the last window of the prediction log, refreshed on demand."
-    def __init__(
-        self,
-        lm: LoadedModel,
-        params: Params,
-        window: str = '1h',
-        folder: Path | None = None,
-        reference: pd.DataFrame | None = None,
-    ):
+    def __init__(self, lm: LoadedModel, params: Params, window: str = '1h', folder: Path | None = None,
+                 reference: pd.DataFrame | None = None):
         self.lm, self.params, self.window, self.reference, self._ref_pred = lm, params, window, reference, None
         self.folder = Path(folder or outputs_dir()/'serving'/lm.name)
         self.html = widgets.HTML()
@@ -625,9 +569,8 @@ class LivePanel:
                     if self.reference is None: self.reference = reference_data(self.lm)
                     drift = live_drift(df, self.lm, self.params.monitor, self.reference, self._ref_pred)
                     if drift.get('prediction') and self._ref_pred is None:
-                        self._ref_pred = model_outputs(
-                            self.lm.model, self.reference[self.lm.schema.feature_names], self.lm.schema.task
-                        )
+                        self._ref_pred = model_outputs(self.lm.model, self.reference[self.lm.schema.feature_names],
+                                                       self.lm.schema.task)
                 except Exception as ex:
                     drift = f'drift unavailable: {type(ex).__name__}: {(str(ex).splitlines() or [""])[0]}'
             self.html.value = live_html(stats, drift, what, self.folder)
@@ -682,11 +625,8 @@ def result_text(res: dict, schema: DataSchema) -> str:
     return f'<div class="mlops-msg mlops-ok" style="font-size:1.2em">Predicted {t}: <b>{res["prediction"]:.4g}</b>{band}</div>'
 
 # %% ../nbs/20_app.ipynb #6b445cfa
-_RULE_TEXT = {
-    'out_of_range': 'outside the expected range',
-    'unknown_category': 'a category not seen in training',
-    'missing': 'empty (filled in by the model)',
-}
+_RULE_TEXT = {'out_of_range': 'outside the expected range', 'unknown_category': 'a category not seen in training',
+              'missing': 'empty (filled in by the model)'}
 
 def flags_note(flags: list[str]|None) -> str:
     "The note under a prediction for a row that breaks expectations ('' for a clean row)."
@@ -707,17 +647,10 @@ class BatchPanel:
         self.lm, self.max_mb, self.scored, self.rejects = lm, max_mb, None, None
         self.uploader = widgets.FileUpload(accept='.csv,text/csv', multiple=False, description='Upload CSV')
         self.uploader.add_class('mlops-upload')
-        self.message, self.download, self.table, self.errors = (
-            widgets.HTML(''),
-            widgets.HTML(''),
-            widgets.HTML(''),
-            widgets.HTML(''),
-        )
-        for w, c in [
-            (self.message, 'mlops-batch-msg'),
-            (self.table, 'mlops-batch-table'),
-            (self.errors, 'mlops-batch-errors'),
-        ]:
+        self.message, self.download, self.table, self.errors = (widgets.HTML(''), widgets.HTML(''), widgets.HTML(''),
+                                                                widgets.HTML(''))
+        for w, c in [(self.message, 'mlops-batch-msg'), (self.table, 'mlops-batch-table'),
+                     (self.errors, 'mlops-batch-errors')]:
             w.add_class(c)
         self.uploader.observe(self._on_upload, 'value')
         help = message_html(
@@ -776,13 +709,8 @@ class ExplainPanel:
         )
         self.widget = widgets.VBox(
             none
-            + [
-                self.importance,
-                widgets.HTML('<h4>How this prediction moves with one feature</h4>'),
-                self.feature,
-                self.message,
-                self.pd_chart,
-            ]
+            + [self.importance, widgets.HTML('<h4>How this prediction moves with one feature</h4>'), self.feature,
+               self.message, self.pd_chart]
         )
         self.widget.add_class('mlops-explain')
 
@@ -793,12 +721,8 @@ class ExplainPanel:
         d = partial_dependence_row(self.lm, self.values, self.feature.value)
         here = self.values.get(self.feature.value)
         fig = go.Figure(go.Scatter(x=d.value, y=d.score, mode='lines+markers', name=d.attrs['label']))
-        fig.update_layout(
-            title=f"{d.attrs['label']} as {self.feature.value} varies (other fields as in the form)",
-            xaxis_title=self.feature.value,
-            yaxis_title=d.attrs['label'],
-            height=340,
-        )
+        fig.update_layout(title=f"{d.attrs['label']} as {self.feature.value} varies (other fields as in the form)",
+                          xaxis_title=self.feature.value, yaxis_title=d.attrs['label'], height=340)
         if here is not None and self.lm.schema.column(self.feature.value).kind == 'numeric':
             fig.add_vline(x=float(here), line_dash='dot', annotation_text='this row')
         self.message.value = ''
@@ -816,16 +740,8 @@ def no_model_html(name: str, params_file: str|None=None) -> str:
 # %% ../nbs/20_app.ipynb #c65935e3
 class Dashboard:
     "The whole app: Predict / Batch / Explain / Model / Monitoring tabs over one model version."
-    def __init__(
-        self,
-        lm: LoadedModel | None,
-        params: Params,
-        params_file: str | None = None,
-        max_upload_mb: float = 20,
-        top: int = 12,
-        loader=None,
-        versions: pd.DataFrame | None = None,
-    ):
+    def __init__(self, lm: LoadedModel | None, params: Params, params_file: str | None = None,
+                 max_upload_mb: float = 20, top: int = 12, loader=None, versions: pd.DataFrame | None = None):
         from mlops_lib.tracking import load_model, model_versions
         self.params, self.params_file, self.max_upload_mb, self.top = params, params_file, max_upload_mb, top
         self.loader = loader or (lambda v: load_model(params.name, version=v))
@@ -842,10 +758,8 @@ def _version_options(versions: pd.DataFrame|None, lm: LoadedModel) -> list:
         return [(f'v{lm.version} ({", ".join(lm.aliases) or "no alias"})', lm.version)]
     aliases = lambda r: ', '.join(lm.aliases) if str(r.version) == lm.version else r.aliases
     return [
-        (
-            f"v{r.version}" + (f" ({aliases(r)})" if aliases(r) else '') + (f" {r.decision}" if r.decision else ''),
-            str(r.version),
-        )
+        (f"v{r.version}" + (f" ({aliases(r)})" if aliases(r) else '') + (f" {r.decision}" if r.decision else ''),
+         str(r.version))
         for r in versions.itertuples()
     ]
 
@@ -855,9 +769,8 @@ def use(self: Dashboard, lm: LoadedModel|None) -> Dashboard:
     "Build the tabs for `lm` (or the no-model message)."
     self.lm = lm
     if lm is None:
-        self.header.value = f'<h2>{html.escape(self.params.name)}</h2>' + no_model_html(
-            self.params.name, self.params_file
-        )
+        self.header.value = f'<h2>{html.escape(self.params.name)}</h2>' + no_model_html(self.params.name,
+                                                                                        self.params_file)
         self.tabs.children, self.tabs.layout.display = [], 'none'
         return self
     self.tabs.layout.display = None
@@ -866,19 +779,13 @@ def use(self: Dashboard, lm: LoadedModel|None) -> Dashboard:
     self.predict = PredictPanel(lm, self.top, on_result=lambda values, res: self.explain.show(values))
     self.batch = BatchPanel(lm, self.max_upload_mb)
     self.card = widgets.HTML(model_card_html(lm, self.params_file))
-    self.version = widgets.Dropdown(
-        options=_version_options(self.versions, lm), value=lm.version, description='Use version'
-    )
+    self.version = widgets.Dropdown(options=_version_options(self.versions, lm), value=lm.version,
+                                    description='Use version')
     self.version.observe(lambda ch: self.select_version(ch['new']), 'value')
     self.monitor, self.live = widgets.HTML(monitoring_html(model=lm.name)), LivePanel(lm, self.params)
     self.monitor_tab = widgets.VBox([self.live.widget, widgets.HTML('<h3>Last drift report</h3>'), self.monitor])
-    self.tabs.children = [
-        self.predict.widget,
-        self.batch.widget,
-        self.explain.widget,
-        widgets.VBox([self.version, self.card]),
-        self.monitor_tab,
-    ]
+    self.tabs.children = [self.predict.widget, self.batch.widget, self.explain.widget,
+                          widgets.VBox([self.version, self.card]), self.monitor_tab]
     for i, t in enumerate(['Predict', 'Batch', 'Explain', 'Model', 'Monitoring']): self.tabs.set_title(i, t)
     return self
 
@@ -959,9 +866,8 @@ def wait_for_visitor(retry: float=0.2, # seconds between attempts to reach the s
             except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException):
                 await asyncio.sleep(retry)
     info = {}
-    t = threading.Thread(
-        target=lambda: info.update(json.loads(asyncio.new_event_loop().run_until_complete(receive()))), daemon=True
-    )
+    t = threading.Thread(target=lambda: info.update(json.loads(asyncio.new_event_loop().run_until_complete(receive()))),
+                         daemon=True)
     t.start()
     t.join()   # a thread: the kernel's own event loop is running in this one
     os.environ.update({k: str(v) for k, v in info.items()})
@@ -971,17 +877,9 @@ def wait_for_visitor(retry: float=0.2, # seconds between attempts to reach the s
 def voila_command(port: int, host: str='127.0.0.1', notebook: Path|None=None) -> list[str]:
     "The Voila command line serving the dashboard notebook."
     root = project_root()
-    return [
-        sys.executable,
-        '-m',
-        'voila',
-        str(notebook or root / 'nbs' / 'dashboard.ipynb'),
-        '--no-browser',
-        f'--port={port}',
-        f'--Voila.ip={host}',
-        '--Voila.port_retries=0',
-        f'--Voila.config_file_paths={root/"voila"}',
-    ]
+    return [sys.executable, '-m', 'voila', str(notebook or root / 'nbs' / 'dashboard.ipynb'), '--no-browser',
+            f'--port={port}', f'--Voila.ip={host}', '--Voila.port_retries=0',
+            f'--Voila.config_file_paths={root/"voila"}']
 
 # %% ../nbs/20_app.ipynb #4800b097
 def dashboard_env(params_file: str, # the project params

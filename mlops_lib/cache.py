@@ -28,16 +28,12 @@ class StepIO:
 
 # %% ../nbs/13a_cache.ipynb #847c4ae8
 STEP_IO = {
-    'ingest': StepIO(
-        (), ('train.parquet', 'test.parquet', 'schema.yaml'), ('name', 'task', 'data', 'target', 'features', 'split')
-    ),
+    'ingest': StepIO((), ('train.parquet', 'test.parquet', 'schema.yaml'),
+                     ('name', 'task', 'data', 'target', 'features', 'split')),
     'eda': StepIO(('schema.yaml', 'train.parquet'), ('eda.html',), ('name', 'task', 'target')),
     'tune': StepIO(('schema.yaml', 'train.parquet'), ('tune.json', 'cv_results_*.csv'), ('task', 'target', 'models')),
-    'train': StepIO(
-        ('schema.yaml', 'train.parquet', 'test.parquet', 'tune.json'),
-        ('evaluation.html', 'reference.parquet'),
-        ('name', 'task', 'target', 'models.n_jobs', 'promotion'),
-    ),
+    'train': StepIO(('schema.yaml', 'train.parquet', 'test.parquet', 'tune.json'),
+                    ('evaluation.html', 'reference.parquet'), ('name', 'task', 'target', 'models.n_jobs', 'promotion')),
     'predict': StepIO(('test.parquet',), ('predictions.parquet',), ('name', 'predict'), cacheable=False),
     'monitor': StepIO((), ('monitor',), ('name', 'target', 'task', 'monitor', 'promotion'), cacheable=False),
 }
@@ -187,16 +183,9 @@ def key(self: Plan, step: str) -> str|None:
         if reads[r] is None: return None
     up = {s: self.keys.get(s) or _stamp(self.run_dir, s) for s in producers(step)}
     nb = self.nb_dir/f'{STEPS[step]}.ipynb'
-    m = dict(
-        step=step,
-        params=params_slice(self.params, io.params),
-        seed=self.params.seed,
-        notebook=notebook_hash(nb),
-        library=library_digest(),
-        reads=reads,
-        upstream=up,
-        data={str(p): self.dg(p) for p in data_files(self.params)} if step == 'ingest' else {},
-    )
+    m = dict(step=step, params=params_slice(self.params, io.params), seed=self.params.seed, notebook=notebook_hash(nb),
+             library=library_digest(), reads=reads, upstream=up,
+             data={str(p): self.dg(p) for p in data_files(self.params)} if step == 'ingest' else {})
     return step_key(m)
 
 # %% ../nbs/13a_cache.ipynb #fa6c28b8
@@ -230,15 +219,8 @@ def record(self: Plan, step: str, run_id: str, cached_from: str|None=None) -> di
     self.dg.save()
     if not k: return {}
     self.keys[step] = k
-    rec = dict(
-        step=step,
-        key=k,
-        run_id=cached_from or run_id,
-        run_dir=str(self.run_dir),
-        outputs=outs,
-        uri=self.uri,
-        created=time.strftime('%Y-%m-%dT%H:%M:%S'),
-    )
+    rec = dict(step=step, key=k, run_id=cached_from or run_id, run_dir=str(self.run_dir), outputs=outs, uri=self.uri,
+               created=time.strftime('%Y-%m-%dT%H:%M:%S'))
     with atomic_path(self.run_dir/'steps'/f'{step}.cache.json') as tmp: tmp.write_text(json.dumps(rec, indent=1))
     with atomic_path(_record_path(step, k)) as tmp: tmp.write_text(json.dumps(rec, indent=1))
     return rec
@@ -291,33 +273,20 @@ def reuse(self: Plan, step: str, client, child: str, pid: str) -> dict|None:
     decision = _same_model(client, self.params.name, step_rec.get('version')) if step == 'train' else ''
     self.record(step, child, cached_from=rec['run_id'])
     import mlflow
-    nums = [
-        mlflow.entities.Metric(m, float(v), int(time.time() * 1000), 0)
-        for m, v in step_rec.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool)
-    ]
+    nums = [mlflow.entities.Metric(m, float(v), int(time.time() * 1000), 0) for m,
+            v in step_rec.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     tags = [
         mlflow.entities.RunTag(t, v)
-        for t, v in {
-            'cached_from': rec['run_id'],
-            'mlops.cache_key': k,
-            **({'mlops.decision': decision} if decision else {}),
-        }.items()
+        for t, v in {'cached_from': rec['run_id'], 'mlops.cache_key': k,
+                     **({'mlops.decision': decision} if decision else {})}.items()
     ]
     client.log_batch(child, metrics=nums, tags=tags)
     client.set_terminated(child, 'FINISHED')
     if self.echo: self.echo(f"[{step}] unchanged: reusing {rec['run_id'][:8]} ({src.name})")
     from mlops_lib.pipeline import step_summary
     shown, _ = step_summary(step_rec)
-    return {
-        **step_rec,
-        'step': STEPS[step],
-        'seconds': round(time.perf_counter() - t0, 2),
-        'key': shown,
-        'decision': decision or 'cached',
-        'run_id': child,
-        'cached_from': rec['run_id'],
-    }
+    return {**step_rec, 'step': STEPS[step], 'seconds': round(time.perf_counter() - t0, 2), 'key': shown,
+            'decision': decision or 'cached', 'run_id': child, 'cached_from': rec['run_id']}
 
 # %% ../nbs/13a_cache.ipynb #02cd55c6
 def unchanged_message(params_file: str|Path, steps: list[str], uri: str, force: str|None=None) -> str|None:

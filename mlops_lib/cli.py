@@ -27,9 +27,8 @@ def cmd_data(a) -> int:
     from mlops_lib.samples import SAMPLES, make_drifted, make_sample, write_samples
     from mlops_lib.io import write_table
     if a.all or not a.name:
-        for p in write_samples(
-            out_dir=Path(a.out_dir) if a.out_dir else None, seed=a.seed, missing_only=a.missing_only, drifted=a.drifted
-        ):
+        for p in write_samples(out_dir=Path(a.out_dir) if a.out_dir else None, seed=a.seed, missing_only=a.missing_only,
+                               drifted=a.drifted):
             print(f"wrote {p}")
         return 0
     if a.name not in SAMPLES: raise UsageError(f"unknown sample '{a.name}': expected one of {', '.join(SAMPLES)}")
@@ -50,15 +49,8 @@ def cmd_run(a) -> int:
         print(msg)
         return 0
     from mlops_lib.pipeline import run_pipeline
-    r = run_pipeline(
-        a.params,
-        steps=a.steps,
-        run_name=a.run_name,
-        resume=a.resume,
-        uri=a.tracking_uri,
-        progress=not a.quiet,
-        force=getattr(a, 'force', None),
-    )
+    r = run_pipeline(a.params, steps=a.steps, run_name=a.run_name, resume=a.resume, uri=a.tracking_uri,
+                     progress=not a.quiet, force=getattr(a, 'force', None))
     print(f"\nrun {r.run_name} finished ({sum(s['seconds'] for s in r.steps):.1f} s); outputs in {r.run_dir}\n")
     print(r.table())
     return 0
@@ -94,20 +86,8 @@ def cmd_ui(a) -> int:
     uri = a.tracking_uri or tracking_uri(
         load_params(a.params) if Path(a.params).exists() or (project_root() / a.params).exists() else None
     )
-    cmd = [
-        sys.executable,
-        '-m',
-        'mlflow',
-        'ui',
-        '--backend-store-uri',
-        uri,
-        '--host',
-        a.host,
-        '--port',
-        str(a.port),
-        '--workers',
-        '1',
-    ]
+    cmd = [sys.executable, '-m', 'mlflow', 'ui', '--backend-store-uri', uri, '--host', a.host, '--port', str(a.port),
+           '--workers', '1']
     if uri.startswith('sqlite:///'):  # the embedded store: artifacts live beside the database (as `setup_tracking` creates them)
         db = Path(uri.removeprefix('sqlite:///'))
         db.parent.mkdir(parents=True, exist_ok=True)
@@ -121,19 +101,9 @@ def cmd_predict(a) -> int:
     from mlops_lib.predict import predict_file
     if a.chunk_size is not None and a.chunk_size < 1:
         raise UsageError(f"--chunk-size: expected a positive number of rows, got {a.chunk_size}")
-    s = predict_file(
-        a.params,
-        a.input,
-        a.output,
-        alias=a.alias,
-        version=a.model_version,
-        on_invalid=a.on_invalid,
-        chunk_size=a.chunk_size,
-        uri=a.tracking_uri,
-        progress=not a.quiet,
-        rejects=a.rejects,
-        on_unexpected=a.on_unexpected,
-    )
+    s = predict_file(a.params, a.input, a.output, alias=a.alias, version=a.model_version, on_invalid=a.on_invalid,
+                     chunk_size=a.chunk_size, uri=a.tracking_uri, progress=not a.quiet, rejects=a.rejects,
+                     on_unexpected=a.on_unexpected)
     print(s['message'] if 'message' in s else json.dumps(s, default=str))
     return 0
 
@@ -148,23 +118,12 @@ def cmd_serve(a) -> int:
     "Serve the champion over REST with our FastAPI service (or MLflow's scoring server with `--runtime mlflow`)."
     if a.runtime == 'mlflow':
         from mlops_lib.serve import serve_model
-        return serve_model(
-            a.params, port=a.port, host=a.host, alias=a.alias, version=a.model_version, uri=a.tracking_uri
-        )
+        return serve_model(a.params, port=a.port, host=a.host, alias=a.alias, version=a.model_version,
+                           uri=a.tracking_uri)
     from mlops_lib.service import run_service
-    return run_service(
-        a.params,
-        port=a.port,
-        host=a.host,
-        alias=a.alias,
-        version=a.model_version,
-        uri=a.tracking_uri,
-        workers=a.workers,
-        runtime=a.runtime,
-        max_body_mb=a.max_body_mb,
-        max_rows=a.max_rows,
-        log=not a.no_log,
-    )
+    return run_service(a.params, port=a.port, host=a.host, alias=a.alias, version=a.model_version, uri=a.tracking_uri,
+                       workers=a.workers, runtime=a.runtime, max_body_mb=a.max_body_mb, max_rows=a.max_rows,
+                       log=not a.no_log)
 
 # %% ../nbs/22_cli.ipynb #7f54819a
 def _add_serve(sub):
@@ -177,9 +136,8 @@ def _add_serve(sub):
     p.add_argument('--port', type=int, default=5001)
     p.add_argument('--host', default='127.0.0.1')
     g = p.add_mutually_exclusive_group()
-    g.add_argument(
-        '--alias', default='champion', help='model alias to serve (default champion; /reload and SIGHUP follow it)'
-    )
+    g.add_argument('--alias', default='champion',
+                   help='model alias to serve (default champion; /reload and SIGHUP follow it)')
     g.add_argument('--model-version', help='pin a model version number instead of an alias')
     p.add_argument('--workers', type=int, default=1, help='uvicorn worker processes (default 1)')
     p.add_argument(
@@ -202,11 +160,8 @@ def cmd_export(a) -> int:
 
 # %% ../nbs/22_cli.ipynb #b49ed4a1
 def _add_export(sub):
-    p = sub.add_parser(
-        'export',
-        help='export the champion to ONNX (checked against scikit-learn on the project rows)',
-        description='skl2onnx conversion; max abs diff of probabilities <= 1e-5 or no file.',
-    )
+    p = sub.add_parser('export', help='export the champion to ONNX (checked against scikit-learn on the project rows)',
+                       description='skl2onnx conversion; max abs diff of probabilities <= 1e-5 or no file.')
     _params_arg(p)
     p.add_argument('--format', choices=['onnx'], default='onnx')
     g = p.add_mutually_exclusive_group()
@@ -223,16 +178,8 @@ def _add_export(sub):
 def cmd_simulate(a) -> int:
     "Send rows of a file to a scoring server at a rate and record latencies, throughput and predictions."
     from mlops_lib.serve import simulate
-    s = simulate(
-        a.url,
-        a.input,
-        rate=a.rate or None,
-        n=a.n,
-        output=a.output,
-        timeout=a.timeout,
-        concurrency=a.concurrency,
-        duration=a.duration,
-    )
+    s = simulate(a.url, a.input, rate=a.rate or None, n=a.n, output=a.output, timeout=a.timeout,
+                 concurrency=a.concurrency, duration=a.duration)
     print(s['message'] if 'message' in s else json.dumps(s, default=str))
     return 0
 
@@ -259,22 +206,17 @@ def cmd_monitor(a) -> int:
 
 # %% ../nbs/22_cli.ipynb #33ac529f
 def _add_simulate(sub):
-    p = sub.add_parser(
-        'simulate',
-        help='send rows to a scoring server; record latency, throughput and predictions',
-        description='A traffic simulator for `mlops serve`.',
-    )
+    p = sub.add_parser('simulate', help='send rows to a scoring server; record latency, throughput and predictions',
+                       description='A traffic simulator for `mlops serve`.')
     p.add_argument('--url', required=True, help='the scoring server, e.g. http://127.0.0.1:5001')
     p.add_argument('--input', required=True, help='rows to send (.csv or .parquet)')
-    p.add_argument(
-        '--rate', type=float, default=10.0, help='requests per second in total (default 10; 0: as fast as answers come)'
-    )
+    p.add_argument('--rate', type=float, default=10.0,
+                   help='requests per second in total (default 10; 0: as fast as answers come)')
     p.add_argument('-n', type=int, default=None, help='send at most this many requests (default: every row once)')
     p.add_argument('--concurrency', type=int, default=1, help='clients sending at the same time (default 1)')
     p.add_argument('--duration', type=float, default=None, help='send for this many seconds, cycling through the rows')
-    p.add_argument(
-        '--output', default=None, help='where to store the scored rows (default outputs/simulate/<timestamp>.csv)'
-    )
+    p.add_argument('--output', default=None,
+                   help='where to store the scored rows (default outputs/simulate/<timestamp>.csv)')
     p.add_argument('--timeout', type=float, default=10.0, help='seconds per request')
     p.set_defaults(fn=cmd_simulate)
 
@@ -304,12 +246,8 @@ def _add_server(sub):
         help='run a team MLflow tracking server (PostgreSQL + artifact store)',
         description='mlflow server on a PostgreSQL backend store with --serve-artifacts; prints the tracking URI.',
     )
-    p.add_argument(
-        '--backend',
-        choices=['postgresql', 'sqlite'],
-        default='postgresql',
-        help='a local PostgreSQL cluster under --data-dir (default) or a SQLite file',
-    )
+    p.add_argument('--backend', choices=['postgresql', 'sqlite'], default='postgresql',
+                   help='a local PostgreSQL cluster under --data-dir (default) or a SQLite file')
     p.add_argument(
         '--backend-store-uri',
         default=None,
@@ -322,11 +260,8 @@ def _add_server(sub):
         default=None,
         help='a folder or s3://bucket/prefix (credentials from AWS_* and MLFLOW_S3_ENDPOINT_URL); default <data-dir>/artifacts',
     )
-    p.add_argument(
-        '--data-dir',
-        default=None,
-        help='the database cluster, socket, logs and default artifacts (default outputs/server)',
-    )
+    p.add_argument('--data-dir', default=None,
+                   help='the database cluster, socket, logs and default artifacts (default outputs/server)')
     p.add_argument('--workers', type=int, default=1, help='mlflow server worker processes (default 1)')
     p.set_defaults(fn=cmd_server)
 
@@ -362,27 +297,17 @@ def unchanged_line(a) -> str|None:
     if any(s not in STEP_IO for s in names): return None   # run_pipeline names the unknown step
     P = load_params(a.params)
     pf = Path(a.params) if Path(a.params).exists() else project_root()/a.params
-    return unchanged_message(
-        pf, [s for s in STEP_IO if s in names], a.tracking_uri or tracking_uri(P), getattr(a, 'force', None)
-    )
+    return unchanged_message(pf, [s for s in STEP_IO if s in names], a.tracking_uri or tracking_uri(P),
+                             getattr(a, 'force', None))
 
 # %% ../nbs/22_cli.ipynb #b447967c
 def _add_run_cache(p):
     "The incremental-run options of `mlops run`."
-    p.add_argument(
-        '--force',
-        nargs='?',
-        const='all',
-        default=None,
-        metavar='STEP',
-        choices=['all', 'ingest', 'eda', 'tune', 'train', 'predict', 'monitor'],
-        help='rerun instead of reusing unchanged steps: every step, or STEP and the ones after it',
-    )
-    p.add_argument(
-        '--if-changed',
-        action='store_true',
-        help='exit 0 at once (one line) when no step changed since a successful run; else run',
-    )
+    p.add_argument('--force', nargs='?', const='all', default=None, metavar='STEP',
+                   choices=['all', 'ingest', 'eda', 'tune', 'train', 'predict', 'monitor'],
+                   help='rerun instead of reusing unchanged steps: every step, or STEP and the ones after it')
+    p.add_argument('--if-changed', action='store_true',
+                   help='exit 0 at once (one line) when no step changed since a successful run; else run')
 
 # %% ../nbs/22_cli.ipynb #aa2384b2
 def cmd_schedule(a) -> int:
@@ -419,12 +344,8 @@ def _add_schedule(sub):
 
 # %% ../nbs/22_cli.ipynb #130ba4b2
 def _params_arg(p, required=False):
-    p.add_argument(
-        '--params',
-        default=DEFAULT_PARAMS,
-        required=required,
-        help=f'the project params YAML (default: {DEFAULT_PARAMS})',
-    )
+    p.add_argument('--params', default=DEFAULT_PARAMS, required=required,
+                   help=f'the project params YAML (default: {DEFAULT_PARAMS})')
     p.add_argument(
         '--tracking-uri',
         default=None,

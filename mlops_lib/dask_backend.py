@@ -160,9 +160,8 @@ def score_partition(df: pd.DataFrame, # one partition of the batch
     tally.lm = None
     if predict: scored.to_parquet(Path(tmp)/f'part-{i:05d}.parquet', index=False)
     if not r.ok:
-        r.rejects(df).assign(_row=lambda d: d.index).to_parquet(
-            Path(tmp) / '_rejects' / f'part-{i:05d}.parquet', index=False
-        )
+        r.rejects(df).assign(_row=lambda d: d.index).to_parquet(Path(tmp) / '_rejects' / f'part-{i:05d}.parquet',
+                                                                index=False)
     return dict(i=i, rows=len(df), tally=tally, pid=os.getpid())
 
 # %% ../nbs/11a_dask.ipynb #034914f9
@@ -177,14 +176,8 @@ def merge_tally(total, part) -> None:
     for k, n in part.rules.items(): total.rules[k] = total.rules.get(k, 0) + n
     for c, n in part.counts.items(): total.counts[c] = total.counts.get(c, 0) + n
     s, p = total.s, part.s
-    s.update(
-        n=s['n'] + p['n'],
-        sum=s['sum'] + p['sum'],
-        sq=s['sq'] + p['sq'],
-        min=min(s['min'], p['min']),
-        max=max(s['max'], p['max']),
-        proba=s['proba'] + p['proba'],
-    )
+    s.update(n=s['n'] + p['n'], sum=s['sum'] + p['sum'], sq=s['sq'] + p['sq'], min=min(s['min'], p['min']),
+             max=max(s['max'], p['max']), proba=s['proba'] + p['proba'])
 
 # %% ../nbs/11a_dask.ipynb #f7b2dd3c
 def _commit_dir(tmp: Path, out: Path):
@@ -294,7 +287,7 @@ def predict_file_dask(
     "`predict_file` on Dask: partitions scored by the workers, the output committed atomically, the batch tracked as an MLflow run."
     from mlflow import MlflowClient
     from mlops_lib.params import tracking_uri
-    from mlops_lib.predict import _log_metrics, _start_batch_run, _track_failure, BatchTally
+    from mlops_lib.predict import BatchTally, _close_batch_run, _start_batch_run, _track_failure
     from mlops_lib.io import table_format
     from mlops_lib.tracking import load_model, setup_tracking
     on_invalid = on_invalid or P.predict.on_invalid
@@ -316,39 +309,16 @@ def predict_file_dask(
     exp_id = setup_tracking(uri, P.name)
     lm = load_model(P.name, alias=alias if version is None else None, version=version)
     client, t0 = MlflowClient(), time.perf_counter()
-    rid = _start_batch_run(
-        client,
-        exp_id,
-        lm,
-        alias if version is None else None,
-        Path(input),
-        out,
-        on_invalid,
-        chunk_size or P.predict.chunk_size,
-        run_id,
-        on_unexpected,
-    )
+    rid = _start_batch_run(client, exp_id, lm, alias if version is None else None, Path(input), out, on_invalid,
+                           chunk_size or P.predict.chunk_size, run_id, on_unexpected)
     client.set_tag(rid, 'mlops.backend', 'dask')
     tally = BatchTally(lm)
     kw = {'on_unexpected': on_unexpected}
     with _track_failure(client, rid, tally):
         info = score_batch_dask(lm, input, out, rej, tally, on_invalid, uri, kw, blocksize)
-    if not tally.rows_rejected and rejects is None and rej.exists(): rej.unlink()
     secs = time.perf_counter() - t0
-    metrics = {
-        **tally.metrics(),
-        'seconds': secs,
-        'rows_per_s': tally.rows_in / secs,
-        'partitions': info['partitions'],
-        'workers': info['workers'],
-    }
-    _log_metrics(client, rid, metrics)
-    if tally.rows_rejected and rej.stat().st_size < 5_000_000: client.log_artifact(rid, str(rej))
-    if not run_id: client.set_terminated(rid, 'FINISHED')
-    msg = (
-        f"scored {tally.rows_scored:,} of {tally.rows_in:,} rows of {input} with {lm.name} v{lm.version} on Dask ({info['partitions']} partitions, "
-        f"{info['workers']} workers) in {secs:.1f} s ({tally.rows_in/secs:,.0f} rows/s) -> {out}"
-        + tally.outcome(rej)
-        + f"; MLflow run {rid}"
-    )
+    metrics = {**tally.metrics(), 'seconds': secs, 'rows_per_s': tally.rows_in / secs, 'partitions': info['partitions'],
+               'workers': info['workers']}
+    _close_batch_run(client, rid, tally, metrics, rej, keep_rejects=rejects is not None, step_run=run_id is not None)
+    msg = tally.message(input, secs, out, rej, rid, where=f" on Dask ({info['partitions']} partitions, {info['workers']} workers)")
     return tally.result(lm, out, rej, rid, on_invalid, on_unexpected, backend='dask', **metrics, message=msg)

@@ -118,18 +118,8 @@ def categorical_drift(ref: pd.Series, # reference (training) values
     return _result('jensenshannon', d, pv, d >= cfg.distance and pv < cfg.p_value, p)
 
 # %% ../nbs/15_drift.ipynb #80352b1f
-DRIFT_COLUMNS = [
-    'feature',
-    'kind',
-    'test',
-    'statistic',
-    'p_value',
-    'psi',
-    'psi_flag',
-    'drifted',
-    'missing_ref',
-    'missing_cur',
-]
+DRIFT_COLUMNS = ['feature', 'kind', 'test', 'statistic', 'p_value', 'psi', 'psi_flag', 'drifted', 'missing_ref',
+                 'missing_cur']
 
 def _check_frame(df: pd.DataFrame, cols: list[str], source: str):
     "Raise a one-line error when `df` is empty or lacks some of `cols`."
@@ -154,13 +144,8 @@ def feature_drift(reference: pd.DataFrame, # the training data
     _check_frame(reference, [*numeric, *categorical], 'reference')
     _check_frame(current, [*numeric, *categorical], source)
     rows = [
-        dict(
-            feature=col,
-            kind=kind,
-            **fn(reference[col], current[col], cfg),
-            missing_ref=float(reference[col].isna().mean()),
-            missing_cur=float(current[col].isna().mean()),
-        )
+        dict(feature=col, kind=kind, **fn(reference[col], current[col], cfg),
+             missing_ref=float(reference[col].isna().mean()), missing_cur=float(current[col].isna().mean()))
         for kind, cols, fn in [('numeric', numeric, numeric_drift), ('categorical', categorical, categorical_drift)]
         for col in cols
     ]
@@ -219,9 +204,8 @@ def drift_report(reference: pd.DataFrame, # the training data
         tgt = dict(
             column=target,
             kind=kind,
-            **(numeric_drift if kind == 'numeric' else categorical_drift)(
-                reference[target], current[target].dropna(), cfg
-            ),
+            **(numeric_drift if kind == 'numeric' else categorical_drift)(reference[target], current[target].dropna(),
+                                                                          cfg),
         )
     return dict(features=table, summary=dataset_drift(table, cfg), prediction=pred, target=tgt, params=cfg.model_dump())
 
@@ -235,10 +219,8 @@ def _dist_figure(ref: pd.Series, cur: pd.Series, kind: str, title: str, bins: in
         edges = np.histogram_bin_edges(np.concatenate([r, c]), bins=bins)
         x, w = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
         ys = [np.histogram(v, edges)[0] / max(len(v), 1) for v in (r, c)]
-        bars = [
-            go.Bar(x=x, y=y, width=w, name=n, opacity=0.6, marker_color=_COLOURS[n])
-            for n, y in zip(('reference', 'current'), ys)
-        ]
+        bars = [go.Bar(x=x, y=y, width=w, name=n, opacity=0.6, marker_color=_COLOURS[n]) for n,
+                y in zip(('reference', 'current'), ys)]
         layout = dict(barmode='overlay', bargap=0)
     else:
         r, c, cats = _counts(ref, cur)
@@ -261,13 +243,8 @@ def drift_figures(report: dict,            # from `drift_report`
     psi_flag = (report.get('params') or {}).get('psi', MonitorParams().psi)
     hover = [f"{r.test}: statistic={r.statistic:.4g}, p={r.p_value:.3g}, PSI={r.psi:.3g}" for r in t.itertuples()]
     bars = [
-        go.Bar(
-            x=t.feature[m],
-            y=t.psi[m].fillna(0),
-            name=name,
-            marker_color=_COLOURS[name],
-            hovertext=[h for h, k in zip(hover, m) if k],
-        )
+        go.Bar(x=t.feature[m], y=t.psi[m].fillna(0), name=name, marker_color=_COLOURS[name],
+               hovertext=[h for h, k in zip(hover, m) if k])
         for name, m in (('drifted', t.drifted), ('stable', ~t.drifted))
     ]
     s = report['summary']
@@ -275,27 +252,15 @@ def drift_figures(report: dict,            # from `drift_report`
         title=f"{s['n_drifted']} of {s['n_features']} features drifted (bars: PSI; colour: the drift test)",
         yaxis_title='PSI', barmode='group')}
     for f in t.assign(_p=t.psi.fillna(np.inf)).sort_values(['drifted', '_p'], ascending=False).head(top).itertuples():
-        figs[f'dist:{f.feature}'] = _dist_figure(
-            reference[f.feature],
-            current[f.feature],
-            f.kind,
-            f"{f.feature}: {f.test} {'drifted' if f.drifted else 'stable'}",
-        )
+        figs[f'dist:{f.feature}'] = _dist_figure(reference[f.feature], current[f.feature], f.kind,
+                                                 f"{f.feature}: {f.test} {'drifted' if f.drifted else 'stable'}")
     if (tg := report.get('target')) and tg['column'] in reference.columns and tg['column'] in current.columns:
-        figs['target'] = _dist_figure(
-            reference[tg['column']],
-            current[tg['column']],
-            tg['kind'],
-            f"target {tg['column']}: {tg['test']} {'drifted' if tg['drifted'] else 'stable'}",
-        )
+        figs['target'] = _dist_figure(reference[tg['column']], current[tg['column']], tg['kind'],
+                                      f"target {tg['column']}: {tg['test']} {'drifted' if tg['drifted'] else 'stable'}")
     if report.get('prediction') and ref_pred is not None and cur_pred is not None:
         p = report['prediction']
-        figs['prediction'] = _dist_figure(
-            pd.Series(ref_pred),
-            pd.Series(cur_pred),
-            p['kind'],
-            f"predictions: {p['test']} {'drifted' if p['drifted'] else 'stable'}",
-        )
+        figs['prediction'] = _dist_figure(pd.Series(ref_pred), pd.Series(cur_pred), p['kind'],
+                                          f"predictions: {p['test']} {'drifted' if p['drifted'] else 'stable'}")
     return figs
 
 # %% ../nbs/15_drift.ipynb #f62852c7
@@ -312,11 +277,8 @@ def drift_metrics(report: dict, # from `drift_report`
                  ) -> dict[str, float]:
     "Flat MLflow metrics: share_drifted, n_drifted, dataset_drift, prediction/target drift, psi_max, psi_<feature>."
     s, t = report['summary'], report['features']
-    m = dict(
-        share_drifted=float(s['share_drifted']),
-        n_drifted=float(s['n_drifted']),
-        dataset_drift=float(s['dataset_drift']),
-    )
+    m = dict(share_drifted=float(s['share_drifted']), n_drifted=float(s['n_drifted']),
+             dataset_drift=float(s['dataset_drift']))
     for k in ('prediction', 'target'):
         if report.get(k): m[f'{k}_drift'] = float(report[k]['drifted'])
     m['psi_max'] = float(t.psi.max()) if t.psi.notna().any() else 0.0
@@ -359,10 +321,8 @@ def flag_summary(flags: pd.Series|None, # the `_flags` column ('' or 'col:rule;c
         rows=len(f),
         flagged=int((f != '').sum()),
         share=float((f != '').mean()) if len(f) else 0.0,
-        by_rule={
-            **{r: int(rules.get(r, 0)) for r in FLAG_RULES},
-            **{r: int(n) for r, n in rules.items() if r not in FLAG_RULES},
-        },
+        by_rule={**{r: int(rules.get(r, 0)) for r in FLAG_RULES},
+                 **{r: int(n) for r, n in rules.items() if r not in FLAG_RULES}},
         by_column={c: int(n) for c, n in cols.head(top).items()},
     )
 
@@ -370,11 +330,8 @@ def flag_summary(flags: pd.Series|None, # the `_flags` column ('' or 'col:rule;c
 def flag_metrics(flags: dict|None) -> dict[str, float]:
     "MLflow metrics of a flag summary: flagged_share, flagged_rows, flags_<rule>."
     if not flags: return {}
-    return dict(
-        flagged_share=float(flags['share']),
-        flagged_rows=float(flags['flagged']),
-        **{_metric_name(f'flags_{r}', set()): float(n) for r, n in flags['by_rule'].items()},
-    )
+    return dict(flagged_share=float(flags['share']), flagged_rows=float(flags['flagged']),
+                **{_metric_name(f'flags_{r}', set()): float(n) for r, n in flags['by_rule'].items()})
 
 # %% ../nbs/15_drift.ipynb #a81487c0
 def strict_json(v):
@@ -397,13 +354,7 @@ def drift_gauges(report: dict, # from `drift_report`
         for r in report['features'].itertuples()
     }
     return strict_json(
-        dict(
-            model=model,
-            version=str(version),
-            timestamp=timestamp,
-            dataset_drift=bool(s['dataset_drift']),
-            share_drifted=float(s['share_drifted']),
-            prediction_drift=None if not p else bool(p['drifted']),
-            features=feats,
-        )
+        dict(model=model, version=str(version), timestamp=timestamp, dataset_drift=bool(s['dataset_drift']),
+             share_drifted=float(s['share_drifted']), prediction_drift=None if not p else bool(p['drifted']),
+             features=feats)
     )

@@ -202,9 +202,8 @@ def _box(x, name: str, **kw) -> go.Box|None:
     if not len(x): return None
     q1, med, q3 = np.percentile(x, [25, 50, 75])
     lo, hi = x[x >= q1 - 1.5*(q3 - q1)].min(), x[x <= q3 + 1.5*(q3 - q1)].max()
-    return go.Box(
-        x=[name], q1=[q1], median=[med], q3=[q3], lowerfence=[lo], upperfence=[hi], mean=[x.mean()], name=name, **kw
-    )
+    return go.Box(x=[name], q1=[q1], median=[med], q3=[q3], lowerfence=[lo], upperfence=[hi], mean=[x.mean()],
+                  name=name, **kw)
 
 # %% ../nbs/09_eda.ipynb #0164a635
 def target_figure(y: pd.Series, # the target column
@@ -214,12 +213,8 @@ def target_figure(y: pd.Series, # the target column
     title = f"Target {y.name!r}" + (f" ({y.isna().sum():,} missing)" if y.isna().any() else '')
     if task == 'classification':
         counts = _labels(y.dropna()).value_counts()
-        tr = go.Bar(
-            x=counts.index.tolist(),
-            y=counts.to_numpy(),
-            text=[f'{v:.1%}' for v in counts / counts.sum()],
-            marker_color=PALETTE[0],
-        )
+        tr = go.Bar(x=counts.index.tolist(), y=counts.to_numpy(), text=[f'{v:.1%}' for v in counts / counts.sum()],
+                    marker_color=PALETTE[0])
     else:
         tr = _hist_bar(y, _edges(y, 40), str(y.name), marker_color=PALETTE[0])
     return go.Figure(tr, layout=dict(_LAYOUT, title=title, xaxis_title=str(y.name), yaxis_title='rows', bargap=0.05))
@@ -274,17 +269,8 @@ def _two_views(
     for col, tr in traces:
         if tr is not None and col == 2: tr.update(xaxis='x2', yaxis='y2')
     notes = [
-        dict(
-            text=t,
-            x=x,
-            y=1.0,
-            xref='paper',
-            yref='paper',
-            xanchor='center',
-            yanchor='bottom',
-            showarrow=False,
-            font_size=14,
-        )
+        dict(text=t, x=x, y=1.0, xref='paper', yref='paper', xanchor='center', yanchor='bottom', showarrow=False,
+             font_size=14)
         for t, x in zip(titles, (0.225, 0.775))
     ]
     return go.Figure([tr for _, tr in traces if tr is not None],
@@ -296,10 +282,8 @@ def _numeric_vs_class(x: pd.Series, y: pd.Series) -> go.Figure:
     edges, traces = _edges(x), []
     for i, c in enumerate(_classes(y)):
         xc, kw = x[y == c], dict(marker_color=PALETTE[i % len(PALETTE)], legendgroup=str(c))
-        traces += [
-            (1, _hist_bar(xc, edges, str(c), share=True, opacity=0.55, **kw)),
-            (2, _box(xc, str(c), showlegend=False, **kw)),
-        ]
+        traces += [(1, _hist_bar(xc, edges, str(c), share=True, opacity=0.55, **kw)),
+                   (2, _box(xc, str(c), showlegend=False, **kw))]
     return _two_views(('share of each class', 'by class'), traces, f"{x.name} by {y.name}", barmode='overlay')
 
 # %% ../nbs/09_eda.ipynb #a98a84d7
@@ -314,23 +298,13 @@ def _numeric_vs_value(x: pd.Series, y: pd.Series, seed: int=0, max_points: int=2
         (1, _hist_bar(x, _edges(x), str(x.name), marker_color=PALETTE[0], showlegend=False)),
         (
             2,
-            go.Scatter(
-                x=x.to_numpy(float)[pick],
-                y=y.to_numpy(float)[pick],
-                mode='markers',
-                name=f'{len(pick):,} sampled rows',
-                marker=dict(size=4, opacity=0.4, color=PALETTE[0]),
-            ),
+            go.Scatter(x=x.to_numpy(float)[pick], y=y.to_numpy(float)[pick], mode='markers',
+                       name=f'{len(pick):,} sampled rows', marker=dict(size=4, opacity=0.4, color=PALETTE[0])),
         ),
         (
             2,
-            go.Scatter(
-                x=means.x.to_numpy(),
-                y=means.y.to_numpy(),
-                mode='lines+markers',
-                name='binned mean',
-                line_color=PALETTE[1],
-            ),
+            go.Scatter(x=means.x.to_numpy(), y=means.y.to_numpy(), mode='lines+markers', name='binned mean',
+                       line_color=PALETTE[1]),
         ),
     ]
     return _two_views(('distribution', f'{y.name} against {x.name}'), traces, f"{x.name} vs {y.name}")
@@ -348,16 +322,8 @@ def _category_vs_target(x: pd.Series, y: pd.Series, task: str) -> go.Figure:
         traces.append((2, go.Bar(x=cats, y=stat.to_numpy(), name=what, marker_color=PALETTE[1], showlegend=False)))
         extra = dict(
             shapes=[
-                dict(
-                    type='line',
-                    xref='x2 domain',
-                    x0=0,
-                    x1=1,
-                    yref='y2',
-                    y0=yn.mean(),
-                    y1=yn.mean(),
-                    line=dict(dash='dot', color='grey'),
-                )
+                dict(type='line', xref='x2 domain', x0=0, x1=1, yref='y2', y0=yn.mean(), y1=yn.mean(),
+                     line=dict(dash='dot', color='grey'))
             ]
         )
     else:

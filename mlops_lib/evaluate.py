@@ -197,11 +197,8 @@ def _roc_figure(y, proba, classes, scores) -> go.Figure:
             fpr, tpr, _ = skm.roc_curve(t, s)
             fig.add_trace(go.Scatter(x=fpr, y=tpr, mode='lines', name=f'{name} (AUC {skm.roc_auc_score(t, s):.3f})'))
     kind = '' if len(classes) == 2 else ', one-vs-rest weighted'
-    return fig.update_layout(
-        title=f"ROC curve (AUC = {scores['roc_auc']:.3f}{kind})",
-        xaxis_title='false positive rate',
-        yaxis_title='true positive rate',
-    )
+    return fig.update_layout(title=f"ROC curve (AUC = {scores['roc_auc']:.3f}{kind})",
+                             xaxis_title='false positive rate', yaxis_title='true positive rate')
 
 # %% ../nbs/10_evaluate.ipynb #73380d61
 def _pr_figure(y, proba, classes, scores) -> go.Figure:
@@ -214,11 +211,8 @@ def _pr_figure(y, proba, classes, scores) -> go.Figure:
             fig.add_trace(
                 go.Scatter(x=rec, y=prec, mode='lines', name=f'{name} (AP {skm.average_precision_score(t, s):.3f})')
             )
-    return fig.update_layout(
-        title=f"Precision-recall curve (average precision = {scores['pr_auc']:.3f})",
-        xaxis_title='recall',
-        yaxis_title='precision',
-    )
+    return fig.update_layout(title=f"Precision-recall curve (average precision = {scores['pr_auc']:.3f})",
+                             xaxis_title='recall', yaxis_title='precision')
 
 # %% ../nbs/10_evaluate.ipynb #21b9a123
 def _confusion_figure(y, proba, classes) -> go.Figure:
@@ -237,28 +231,23 @@ def _calibration_figure(y, proba, classes, n_bins: int=10) -> go.Figure:
         frac, mean = calibration_curve(t, s, n_bins=n_bins, strategy='quantile', pos_label=1)
         fig.add_trace(go.Scatter(x=mean, y=frac, mode='lines+markers', name=name))
     kind = '' if len(classes) == 2 else ', one-vs-rest'
-    return fig.update_layout(
-        title=f'Calibration ({n_bins} quantile bins{kind})',
-        xaxis_title='mean predicted probability',
-        yaxis_title='observed frequency',
-    )
+    return fig.update_layout(title=f'Calibration ({n_bins} quantile bins{kind})',
+                             xaxis_title='mean predicted probability', yaxis_title='observed frequency')
 
 # %% ../nbs/10_evaluate.ipynb #cc2c89fa
 def _pred_vs_actual(y, pred, idx) -> go.Figure:
     lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
     fig = go.Figure(go.Scatter(x=y[idx], y=pred[idx], mode='markers', name='rows', marker=dict(size=4, opacity=0.5)))
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode='lines', name='y = x', line=dict(dash='dash', color='grey')))
-    return fig.update_layout(
-        title=f'Predicted vs actual ({len(idx)} of {len(y)} rows)', xaxis_title='actual', yaxis_title='predicted'
-    )
+    return fig.update_layout(title=f'Predicted vs actual ({len(idx)} of {len(y)} rows)', xaxis_title='actual',
+                             yaxis_title='predicted')
 
 # %% ../nbs/10_evaluate.ipynb #fc8ce138
 def _residuals(y, pred, idx) -> go.Figure:
     res = y - pred
     fig = make_subplots(rows=1, cols=2, column_widths=[0.7, 0.3], subplot_titles=('residual vs predicted', 'residuals'))
-    fig.add_trace(
-        go.Scatter(x=pred[idx], y=res[idx], mode='markers', name='rows', marker=dict(size=4, opacity=0.5)), row=1, col=1
-    )
+    fig.add_trace(go.Scatter(x=pred[idx], y=res[idx], mode='markers', name='rows', marker=dict(size=4, opacity=0.5)),
+                  row=1, col=1)
     fig.add_hline(y=0, line_dash='dash', line_color='grey', row=1, col=1)
     fig.add_trace(go.Histogram(x=res, name='residuals', nbinsx=40), row=1, col=2)
     return fig.update_layout(title='Residuals (actual - predicted)', showlegend=False)
@@ -283,9 +272,6 @@ def evaluation_figures(model,            # fitted estimator or Pipeline
         return {'pred_vs_actual': _pred_vs_actual(y, pred, idx), 'residuals': _residuals(y, pred, idx)}
     proba, classes = np.asarray(model.predict_proba(X), dtype=float), np.asarray(model.classes_)
     scores = classification_metrics(y, proba, classes)
-    return {
-        'roc_curve': _roc_figure(y, proba, classes, scores),
-        'pr_curve': _pr_figure(y, proba, classes, scores),
-        'confusion_matrix': _confusion_figure(y, proba, classes),
-        'calibration': _calibration_figure(y, proba, classes),
-    }
+    return {'roc_curve': _roc_figure(y, proba, classes, scores), 'pr_curve': _pr_figure(y, proba, classes, scores),
+            'confusion_matrix': _confusion_figure(y, proba, classes),
+            'calibration': _calibration_figure(y, proba, classes)}

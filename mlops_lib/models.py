@@ -8,23 +8,13 @@ import time, warnings
 from dataclasses import dataclass, field
 import pandas as pd
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import (
-    HistGradientBoostingClassifier,
-    HistGradientBoostingRegressor,
-    RandomForestClassifier,
-    RandomForestRegressor,
-)
+from sklearn.ensemble import (HistGradientBoostingClassifier, HistGradientBoostingRegressor, RandomForestClassifier,
+                              RandomForestRegressor)
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401  (makes HalvingRandomSearchCV importable)
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.model_selection import (
-    GridSearchCV,
-    HalvingRandomSearchCV,
-    KFold,
-    ParameterGrid,
-    RandomizedSearchCV,
-    StratifiedKFold,
-)
+from sklearn.model_selection import (GridSearchCV, HalvingRandomSearchCV, KFold, ParameterGrid, RandomizedSearchCV,
+                                     StratifiedKFold)
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from .errors import UserError
@@ -43,16 +33,11 @@ MIN_FREQUENCY, MAX_CATEGORIES = 5, 30  # one-hot: levels rarer than this share t
 def build_preprocessor(schema: DataSchema) -> ColumnTransformer:
     "A `ColumnTransformer` for the schema's numeric and categorical features."
     num = Pipeline([('impute', SimpleImputer(strategy='median')), ('scale', StandardScaler())])
-    onehot = OneHotEncoder(
-        handle_unknown='infrequent_if_exist',
-        min_frequency=MIN_FREQUENCY,
-        max_categories=MAX_CATEGORIES,
-        sparse_output=False,
-    )
+    onehot = OneHotEncoder(handle_unknown='infrequent_if_exist', min_frequency=MIN_FREQUENCY,
+                           max_categories=MAX_CATEGORIES, sparse_output=False)
     cat = Pipeline([('impute', SimpleImputer(strategy='most_frequent')), ('onehot', onehot)])
-    return ColumnTransformer(
-        [('num', num, schema.numeric), ('cat', cat, schema.categorical)], verbose_feature_names_out=False
-    )
+    return ColumnTransformer([('num', num, schema.numeric), ('cat', cat, schema.categorical)],
+                             verbose_feature_names_out=False)
 
 # %% ../nbs/11_models.ipynb #8319fe71
 @dataclass(frozen=True)
@@ -68,20 +53,12 @@ FAMILIES = {
     'hist_gradient_boosting': Family(
         HistGradientBoostingClassifier,
         HistGradientBoostingRegressor,
-        {
-            'learning_rate': [0.03, 0.06, 0.1],
-            'max_leaf_nodes': [7, 15, 31],
-            'min_samples_leaf': [10, 20, 50],
-            'l2_regularization': [0.0, 1.0],
-            'max_iter': [100, 200],
-        },
+        {'learning_rate': [0.03, 0.06, 0.1], 'max_leaf_nodes': [7, 15, 31], 'min_samples_leaf': [10, 20, 50],
+         'l2_regularization': [0.0, 1.0], 'max_iter': [100, 200]},
     ),
     'linear': Family(LogisticRegression, Ridge, {'C': [0.01, 0.1, 1.0, 10.0]}, seeded=False),
-    'random_forest': Family(
-        RandomForestClassifier,
-        RandomForestRegressor,
-        {'n_estimators': [100, 200], 'max_depth': [None, 6, 12], 'min_samples_leaf': [1, 5, 20]},
-    ),
+    'random_forest': Family(RandomForestClassifier, RandomForestRegressor,
+                            {'n_estimators': [100, 200], 'max_depth': [None, 6, 12], 'min_samples_leaf': [1, 5, 20]}),
 }
 _REGRESSION_SPACE = {'linear': {'alpha': [0.1, 1.0, 10.0, 100.0]}}
 _FIXED = {('linear', 'classification'): {'max_iter': 2000}}
@@ -105,10 +82,8 @@ def default_space(family: str, task: str) -> dict:
 def build_pipeline(family: str, schema: DataSchema, seed: int, n_jobs: int=1, **model_params) -> Pipeline:
     "Preprocessing + the family's estimator for the schema's task."
     return Pipeline(
-        [
-            ('prep', build_preprocessor(schema)),
-            ('model', make_estimator(family, schema.task, seed, n_jobs, **model_params)),
-        ]
+        [('prep', build_preprocessor(schema)),
+         ('model', make_estimator(family, schema.task, seed, n_jobs, **model_params))]
     )
 
 # %% ../nbs/11_models.ipynb #b1b7d0e3
@@ -172,9 +147,8 @@ def make_search(family: str, fp: FamilyParams, schema: DataSchema, params: Param
     grid = {f'model__{k}': v for k, v in space.items()}
     pipe = build_pipeline(family, schema, params.seed)
     classes = schema.classes or []
-    scoring = sklearn_scoring(
-        params.models.metric, params.task, len(classes) or 2, pos_label=classes[1] if len(classes) == 2 else None
-    )
+    scoring = sklearn_scoring(params.models.metric, params.task, len(classes) or 2,
+                              pos_label=classes[1] if len(classes) == 2 else None)
     # no refit: the train step fits the chosen candidate on the whole training split anyway
     common = dict(scoring=scoring, cv=_cv(params), n_jobs=params.models.n_jobs, refit=False, error_score='raise')
     n_grid, strategy = len(ParameterGrid(grid)), search_strategy(fp, n_rows)
@@ -182,15 +156,8 @@ def make_search(family: str, fp: FamilyParams, schema: DataSchema, params: Param
     if strategy == 'random':
         return RandomizedSearchCV(pipe, grid, n_iter=min(fp.n_iter, n_grid), random_state=params.seed, **common)
     common.pop('error_score')
-    return HalvingRandomSearchCV(
-        pipe,
-        grid,
-        n_candidates=min(fp.n_iter, n_grid),
-        factor=2,
-        min_resources='exhaust',
-        random_state=params.seed,
-        **common,
-    )
+    return HalvingRandomSearchCV(pipe, grid, n_candidates=min(fp.n_iter, n_grid), factor=2, min_resources='exhaust',
+                                 random_state=params.seed, **common)
 
 # %% ../nbs/11_models.ipynb #78c0232f
 def tune_family(X: pd.DataFrame, # training features
@@ -210,17 +177,11 @@ def tune_family(X: pd.DataFrame, # training features
     sign = 1.0 if higher_is_better(params.models.metric) else -1.0
     cvr = pd.DataFrame(search.cv_results_)
     i = search.best_index_
-    return TuneResult(
-        family,
-        params.models.metric,
-        {k.removeprefix('model__'): v for k, v in search.best_params_.items()},
-        float(sign * cvr.mean_test_score[i]),
-        float(cvr.std_test_score[i]),
-        len(cvr),
-        time.perf_counter() - t0,
-        cvr.assign(mean_test_score=sign * cvr.mean_test_score),
-        search_strategy(fp, len(X)),
-    )
+    return TuneResult(family, params.models.metric,
+                      {k.removeprefix('model__'): v for k, v in search.best_params_.items()},
+                      float(sign * cvr.mean_test_score[i]), float(cvr.std_test_score[i]), len(cvr),
+                      time.perf_counter() - t0, cvr.assign(mean_test_score=sign * cvr.mean_test_score),
+                      search_strategy(fp, len(X)))
 
 # %% ../nbs/11_models.ipynb #fb67e603
 def best_result(results: list[TuneResult]) -> TuneResult:

@@ -39,34 +39,13 @@ def alert_payload(
 ) -> dict:
     "The JSON body of an alert."
     s, rp = summary['summary'], Path(summary['report_path'])
-    keys = (
-        'model',
-        'version',
-        'current',
-        'rows',
-        'live_metric',
-        'test_metric',
-        'metric',
-        'metric_drop',
-        'run_id',
-        'flags',
-        'retrain',
-        'retrain_version',
-        'retrain_reason',
-    )
+    keys = ('model', 'version', 'current', 'rows', 'live_metric', 'test_metric', 'metric', 'metric_drop', 'run_id',
+            'flags', 'retrain', 'retrain_version', 'retrain_reason')
     return strict_json(
-        dict(
-            event=event,
-            decision=decision,
-            created=summary.get('created'),
-            dataset_drift=bool(s['dataset_drift']),
-            share_drifted=s['share_drifted'],
-            drifted_features=list(s['drifted_features']),
-            prediction_drift=None if not summary.get('prediction') else bool(summary['prediction']['drifted']),
-            report=str(rp),
-            report_uri=rp.resolve().as_uri(),
-            **{k: summary.get(k) for k in keys if k in summary},
-        )
+        dict(event=event, decision=decision, created=summary.get('created'), dataset_drift=bool(s['dataset_drift']),
+             share_drifted=s['share_drifted'], drifted_features=list(s['drifted_features']),
+             prediction_drift=None if not summary.get('prediction') else bool(summary['prediction']['drifted']),
+             report=str(rp), report_uri=rp.resolve().as_uri(), **{k: summary.get(k) for k in keys if k in summary})
     )
 
 # %% ../nbs/17_monitor.ipynb #8765502c
@@ -139,20 +118,13 @@ def _retrain(P, labelled: pd.DataFrame, out: Path, uri: str) -> dict:
     from mlops_lib.data import load_dataset
     from mlops_lib.pipeline import run_pipeline
     base, _ = load_dataset(P)
-    data = write_table(
-        pd.concat([base, labelled[base.columns.intersection(labelled.columns)]], ignore_index=True),
-        out / 'retrain_data.parquet',
-    )
+    data = write_table(pd.concat([base, labelled[base.columns.intersection(labelled.columns)]], ignore_index=True),
+                       out / 'retrain_data.parquet')
     d = P.model_dump(exclude_none=True)
     d['data'] = {'path': str(data), 'min_rows': P.data.min_rows}
     (out/'retrain_params.yaml').write_text(yaml.safe_dump(d, sort_keys=False))
-    r = run_pipeline(
-        out / 'retrain_params.yaml',
-        steps=['ingest', 'tune', 'train'],
-        run_name=f"{out.name}-retrain",
-        uri=uri,
-        progress=False,
-    )
+    r = run_pipeline(out / 'retrain_params.yaml', steps=['ingest', 'tune', 'train'], run_name=f"{out.name}-retrain",
+                     uri=uri, progress=False)
     return next(s for s in r.steps if s['step'] == '40_train')
 
 # %% ../nbs/17_monitor.ipynb #55a675d4
@@ -183,11 +155,8 @@ def _write_summaries(summary: dict, rep: dict, out: Path):
     from mlops_lib.config import outputs_dir
     from mlops_lib.io import atomic_path
     latest = {**strict_json(summary), **drift_gauges(rep, summary['model'], summary['version'], summary['timestamp'])}
-    for p, d in (
-        (out / 'summary.json', summary),
-        (outputs_dir() / 'monitor' / 'latest.json', summary),
-        (outputs_dir() / 'monitor' / summary['model'] / 'latest.json', latest),
-    ):
+    for p, d in ((out / 'summary.json', summary), (outputs_dir() / 'monitor' / 'latest.json', summary),
+                 (outputs_dir() / 'monitor' / summary['model'] / 'latest.json', latest)):
         with atomic_path(p) as tmp: tmp.write_text(json.dumps(strict_json(d), indent=1))
 
 # %% ../nbs/17_monitor.ipynb #4d95aab6
@@ -229,15 +198,13 @@ def batch_summary(a: BatchAnalysis, lm, P, cur: pd.DataFrame, src: str, out: Pat
     "The monitor's record of a batch: model and version, rows, drift, flags, the live and test metric, the report path."
     import time
     s, test = a.report['summary'], lm.metrics.get(P.promotion.metric)
-    return dict(
-        created=time.strftime('%Y-%m-%dT%H:%M:%S'), timestamp=pd.Timestamp.now(tz='UTC').isoformat(),
-        model=P.name, version=lm.version, current=src, rows=len(cur), rows_valid=len(a.valid),
-        summary={k: (v.item() if hasattr(v, 'item') else v) for k, v in s.items()},
-        prediction=a.report['prediction'], target=a.report['target'], flags=a.report['flags'],
-        live_metric=a.live, test_metric=test, metric=P.promotion.metric,
-        metric_drop=metric_dropped(a.live, test, P.promotion.metric, P.monitor.metric_drop),
-        report_path=str(out/'drift.html'),
-    )
+    return dict(created=time.strftime('%Y-%m-%dT%H:%M:%S'), timestamp=pd.Timestamp.now(tz='UTC').isoformat(),
+                model=P.name, version=lm.version, current=src, rows=len(cur), rows_valid=len(a.valid),
+                summary={k: (v.item() if hasattr(v, 'item') else v) for k, v in s.items()},
+                prediction=a.report['prediction'], target=a.report['target'], flags=a.report['flags'],
+                live_metric=a.live, test_metric=test, metric=P.promotion.metric,
+                metric_drop=metric_dropped(a.live, test, P.promotion.metric, P.monitor.metric_drop),
+                report_path=str(out/'drift.html'))
 
 # %% ../nbs/17_monitor.ipynb #ec4bdb04
 def monitor_message(summary: dict, name: str) -> str:

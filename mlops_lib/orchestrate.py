@@ -29,13 +29,8 @@ def mlops_schedule(params_file: str, monitor: str|None=None, tracking_uri: str|N
     "Incremental `mlops run`, then `mlops predict` and `mlops monitor --retrain` for each new batch."
     log = get_run_logger()
     fid = str(flow_run.id) if flow_run.id else ''
-    res = run_once(
-        params_file,
-        monitor,
-        tracking_uri,
-        tags={'prefect.flow_run_id': fid, 'prefect.flow_run_name': flow_run.name or ''},
-        echo=log.info,
-    )
+    res = run_once(params_file, monitor, tracking_uri,
+                   tags={'prefect.flow_run_id': fid, 'prefect.flow_run_name': flow_run.name or ''}, echo=log.info)
     if res is None: return {'skipped': True}
     create_markdown_artifact(key='mlflow-runs', markdown=_links(res), description=f"MLflow runs of flow run {fid}")
     return {k: v for k, v in res.items() if k != 'mlflow_runs'} | {'mlflow_run_id': (res['mlflow_runs'] or [''])[0]}

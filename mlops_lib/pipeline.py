@@ -81,11 +81,8 @@ def _proc_stat(pid: int) -> list[str]:
 def process_tags() -> dict:
     "Tags recording which process runs an MLflow run (host, pid, the pid's start tick), so a later command can tell it is gone."
     st = _proc_stat(os.getpid())
-    return {
-        'mlops.host': socket.gethostname(),
-        'mlops.pid': str(os.getpid()),
-        'mlops.pid_start': st[19] if len(st) > 19 else '',
-    }
+    return {'mlops.host': socket.gethostname(), 'mlops.pid': str(os.getpid()),
+            'mlops.pid_start': st[19] if len(st) > 19 else ''}
 
 # %% ../nbs/13_pipeline.ipynb #20eae4d2
 def process_gone(tags: dict) -> bool:
@@ -105,11 +102,8 @@ def mark_stale_runs(client: MlflowClient, experiment_ids: list[str], by: str='ml
     running = {
         r.info.run_id: r for r in client.search_runs(experiment_ids, "attributes.status = 'RUNNING'", max_results=5000)
     }
-    why = {
-        rid: f"process {r.data.tags['mlops.pid']} on {r.data.tags['mlops.host']} is gone"
-        for rid, r in running.items()
-        if process_gone(r.data.tags)
-    }
+    why = {rid: f"process {r.data.tags['mlops.pid']} on {r.data.tags['mlops.host']} is gone" for rid,
+           r in running.items() if process_gone(r.data.tags)}
     grew = True
     while grew:  # children (the kernel's nested runs) of a stale run are stale too
         new = {rid: f"its parent run {r.data.tags['mlflow.parentRunId']} was killed" for rid, r in running.items()
@@ -133,21 +127,15 @@ def project_status(params_file: str|Path, # the project params
     uri = uri or tracking_uri(P)
     exp_id = setup_tracking(uri, P.name)
     killed = mark_stale_runs(MlflowClient(), [exp_id], 'mlops status')
-    out = dict(
-        model=P.name,
-        tracking_uri=uri,
-        champion=None,
-        marked_killed=killed,
-        versions=model_versions(P.name).astype({'created': str}).to_dict('records'),
-    )
+    out = dict(model=P.name, tracking_uri=uri, champion=None, marked_killed=killed,
+               versions=model_versions(P.name).astype({'created': str}).to_dict('records'))
     try:
         lm = load_model(P.name, 'champion')
         out['champion'] = dict(version=lm.version, run_id=lm.run_id, created=str(lm.created), metrics=lm.metrics)
     except NoModelError:
         pass
-    df = mlflow.search_runs(
-        [exp_id], filter_string="tags.`mlops.kind` = 'pipeline'", max_results=runs, order_by=['start_time DESC']
-    )
+    df = mlflow.search_runs([exp_id], filter_string="tags.`mlops.kind` = 'pipeline'", max_results=runs,
+                            order_by=['start_time DESC'])
     out['runs'] = [dict(run_name=r['tags.mlflow.runName'], status=r['status'], run_id=r['run_id'], start=str(r['start_time']))
                    for _, r in df.iterrows()]
     return out
@@ -188,9 +176,8 @@ def kernel_name() -> str:
 def git_commit() -> str:
     "The project checkout's commit, or '' outside git."
     try:
-        return subprocess.run(
-            ['git', 'rev-parse', 'HEAD'], cwd=project_root(), capture_output=True, text=True, timeout=5
-        ).stdout.strip()
+        return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=project_root(), capture_output=True, text=True,
+                              timeout=5).stdout.strip()
     except Exception:
         return ''
 
@@ -241,25 +228,9 @@ def step_summary(rec: dict) -> tuple[str, str]:
     return shown, str(rec.get('decision', ''))
 
 # %% ../nbs/13_pipeline.ipynb #19feefce
-WARM_MODULES = (
-    'numpy',
-    'pandas',
-    'scipy',
-    'sklearn',
-    'mlflow',
-    'pandera',
-    'plotly.graph_objects',
-    'plotly.express',
-    'tqdm.auto',
-    'mlops_lib.config',
-    'mlops_lib.data',
-    'mlops_lib.schema',
-    'mlops_lib.eda',
-    'mlops_lib.models',
-    'mlops_lib.evaluate',
-    'mlops_lib.tracking',
-    'mlops_lib.pipeline',
-)
+WARM_MODULES = ('numpy', 'pandas', 'scipy', 'sklearn', 'mlflow', 'pandera', 'plotly.graph_objects', 'plotly.express',
+                'tqdm.auto', 'mlops_lib.config', 'mlops_lib.data', 'mlops_lib.schema', 'mlops_lib.eda',
+                'mlops_lib.models', 'mlops_lib.evaluate', 'mlops_lib.tracking', 'mlops_lib.pipeline')
 
 def warm_code(uri: str|None=None, # tracking URI whose store to open ahead (None: none)
               modules: tuple=WARM_MODULES, # modules to import
@@ -308,12 +279,8 @@ class StepKernel:
         try:
             # Not our stdout/stderr: the kernel's output comes over its channels, and processes the kernel starts
             # (joblib's workers) must not hold the pipe of whoever reads `mlops run` after it has exited.
-            self.km.start_kernel(
-                cwd=cwd or str(project_root()),
-                extra_arguments=['--IPKernelApp.log_level=CRITICAL'],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            self.km.start_kernel(cwd=cwd or str(project_root()), extra_arguments=['--IPKernelApp.log_level=CRITICAL'],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.run(warm_code(uri))
         except Exception as ex:
             self.error = ex
@@ -324,9 +291,8 @@ class StepKernel:
         kc.start_channels()
         try:
             kc.wait_for_ready(timeout=60)
-            reply = kc.execute_interactive(
-                code, silent=True, store_history=False, timeout=timeout, output_hook=lambda msg: None
-            )
+            reply = kc.execute_interactive(code, silent=True, store_history=False, timeout=timeout,
+                                           output_hook=lambda msg: None)
             if reply['content']['status'] != 'ok':
                 raise RuntimeError(
                     f"kernel code failed: {reply['content'].get('ename')}: {reply['content'].get('evalue')}"

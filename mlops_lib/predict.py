@@ -129,9 +129,8 @@ class ChunkWriter:
             t = pa.Table.from_pandas(df, preserve_index=False)
             if self._w is None:
                 s = _first_schema(t)
-                self._w = pq.ParquetWriter(
-                    self.tmp, s, use_dictionary=[f.name for f in s if not pa.types.is_floating(f.type)]
-                )
+                self._w = pq.ParquetWriter(self.tmp, s,
+                                           use_dictionary=[f.name for f in s if not pa.types.is_floating(f.type)])
             self._w.write_table(_conform(t, self._w.schema))
         self.rows += len(df)
 
@@ -204,13 +203,8 @@ class BatchTally:
         if not len(scored): return
         if self.lm.schema.task == 'regression':
             p = scored.prediction.to_numpy(float)
-            self.s.update(
-                n=self.s['n'] + len(p),
-                sum=self.s['sum'] + p.sum(),
-                sq=self.s['sq'] + (p**2).sum(),
-                min=min(self.s['min'], p.min()),
-                max=max(self.s['max'], p.max()),
-            )
+            self.s.update(n=self.s['n'] + len(p), sum=self.s['sum'] + p.sum(), sq=self.s['sq'] + (p**2).sum(),
+                          min=min(self.s['min'], p.min()), max=max(self.s['max'], p.max()))
         else:
             for c, n in scored.prediction.value_counts().items(): self.counts[c] = self.counts.get(c, 0) + int(n)
             if len(self.classes_) == 2: self.s['proba'] += scored[f'proba_{self.classes_[1]}'].sum()
@@ -244,12 +238,8 @@ def flags(self: BatchTally, top: int=5) -> str:
 def metrics(self: BatchTally) -> dict:
     "Row counts, flagged rows per rule and the prediction summary, as MLflow metrics."
     m, s, n = (
-        dict(
-            rows_in=self.rows_in,
-            rows_scored=self.rows_scored,
-            rows_rejected=self.rows_rejected,
-            rows_flagged=self.rows_flagged,
-        ),
+        dict(rows_in=self.rows_in, rows_scored=self.rows_scored, rows_rejected=self.rows_rejected,
+             rows_flagged=self.rows_flagged),
         self.s,
         self.rows_scored,
     )
@@ -257,13 +247,8 @@ def metrics(self: BatchTally) -> dict:
     if not n: return m
     if self.lm.schema.task == 'regression':
         mean = s['sum']/n
-        return {
-            **m,
-            'pred_mean': mean,
-            'pred_std': float(np.sqrt(max(s['sq'] / n - mean**2, 0.0))),
-            'pred_min': s['min'],
-            'pred_max': s['max'],
-        }
+        return {**m, 'pred_mean': mean, 'pred_std': float(np.sqrt(max(s['sq'] / n - mean**2, 0.0))),
+                'pred_min': s['min'], 'pred_max': s['max']}
     m.update({f'pred_share_{_metric_key(c)}': self.counts.get(c, 0)/n for c in self.classes_})
     if len(self.classes_) == 2:
         m.update(positive_rate=self.counts.get(self.classes_[1], 0) / n, mean_probability=s['proba'] / n)
@@ -326,17 +311,8 @@ def _checked_args(P, input, output, on_invalid, chunk_size, rejects) -> tuple:
     return on_invalid, int(chunk_size), src, out, rej
 
 # %% ../nbs/14_predict.ipynb #db04016f
-def _score_to(
-    src: Path,
-    out: Path,
-    rej: Path,
-    lm: LoadedModel,
-    tally: BatchTally,
-    on_invalid: str,
-    chunk_size: int,
-    progress: bool,
-    on_unexpected: str = 'score',
-):
+def _score_to(src: Path, out: Path, rej: Path, lm: LoadedModel, tally: BatchTally, on_invalid: str, chunk_size: int,
+              progress: bool, on_unexpected: str = 'score'):
     "Stream `src` through the model into `out` (and `rej`), atomically; raise on invalid rows in fail mode."
     with contextlib.ExitStack() as stack:
         total, unit = progress_total(src)
@@ -346,13 +322,8 @@ def _score_to(
         writer, rwriter = ChunkWriter(stack.enter_context(atomic_path(out)), out), None
         stack.callback(writer.close)
         for df, pos in iter_chunks(src, chunk_size):
-            scored, r = score_chunk(
-                df,
-                lm,
-                src.name,
-                predict=not (tally.rows_rejected and on_invalid == 'fail'),
-                on_unexpected=on_unexpected,
-            )
+            scored, r = score_chunk(df, lm, src.name, predict=not (tally.rows_rejected and on_invalid == 'fail'),
+                                    on_unexpected=on_unexpected)
             tally.add(scored, r, len(df))
             if not r.ok and on_invalid == 'quarantine':
                 if rwriter is None:
@@ -367,6 +338,24 @@ def _score_to(
                 f"{tally.summary(src.name)}; nothing written (--on-invalid quarantine scores the valid rows)"
             )
         if writer.rows == 0: writer.write(scored.iloc[:0], empty=True)
+
+# %% ../nbs/14_predict.ipynb #901150f0
+def _close_batch_run(client, rid: str, tally: BatchTally, metrics: dict, rej: Path,
+                     keep_rejects: bool, # the user named the rejects file: keep it even when empty
+                     step_run: bool, # the run is a pipeline step's, which the step closes
+                    ):
+    "Log a finished batch: its metrics, its rejects file (when small), the run's end; drop an empty rejects file we named."
+    if not tally.rows_rejected and not keep_rejects and rej.exists(): rej.unlink()
+    _log_metrics(client, rid, metrics)
+    if tally.rows_rejected and rej.stat().st_size < 5_000_000: client.log_artifact(rid, str(rej))
+    if not step_run: client.set_terminated(rid, 'FINISHED')
+
+@patch
+def message(self: BatchTally, source: str, secs: float, out: Path, rej: Path, rid: str, where: str='') -> str:
+    "One line: rows scored of rows in, the model, `where` it ran, how fast, the output, rejects and flags, the MLflow run."
+    lm, rate = self.lm, self.rows_in / secs
+    return (f"scored {self.rows_scored:,} of {self.rows_in:,} rows of {source} with {lm.name} v{lm.version}{where} in {secs:.1f} s "
+            f"({rate:,.0f} rows/s) -> {out}" + self.outcome(rej) + f"; MLflow run {rid}")
 
 # %% ../nbs/14_predict.ipynb #31f65814
 def predict_file(
@@ -387,9 +376,8 @@ def predict_file(
     P = load_params(params_file)
     from mlops_lib.dask_backend import backend, predict_file_dask  # predict.backend: dask (or --dask-scheduler)
     if backend(P.predict.backend) == 'dask':
-        return predict_file_dask(
-            P, input, output, alias, version, on_invalid, chunk_size, uri, progress, rejects, run_id, on_unexpected
-        )
+        return predict_file_dask(P, input, output, alias, version, on_invalid, chunk_size, uri, progress, rejects,
+                                 run_id, on_unexpected)
     on_invalid, chunk_size, src, out, rej = _checked_args(P, input, output, on_invalid, chunk_size, rejects)
     on_unexpected = on_unexpected or P.predict.on_unexpected
     if on_unexpected not in ('score', 'reject'):
@@ -397,25 +385,16 @@ def predict_file(
     exp_id = setup_tracking(uri or tracking_uri(P), P.name)
     lm = load_model(P.name, alias=alias if version is None else None, version=version)
     client, t0 = MlflowClient(), time.perf_counter()
-    rid = _start_batch_run(
-        client, exp_id, lm, alias if version is None else None, src, out, on_invalid, chunk_size, run_id, on_unexpected
-    )
+    rid = _start_batch_run(client, exp_id, lm, alias if version is None else None, src, out, on_invalid, chunk_size,
+                           run_id, on_unexpected)
     tally = BatchTally(lm)
     with _track_failure(client, rid, tally), sigterm_as_interrupt(), warnings.catch_warnings():
         warnings.simplefilter('ignore', pd.errors.PerformanceWarning)
         _score_to(src, out, rej, lm, tally, on_invalid, chunk_size, progress, on_unexpected)
-    if not tally.rows_rejected and rejects is None and rej.exists(): rej.unlink()
     secs = time.perf_counter() - t0
     metrics = {**tally.metrics(), 'seconds': secs, 'rows_per_s': tally.rows_in/secs}
-    _log_metrics(client, rid, metrics)
-    if tally.rows_rejected and rej.stat().st_size < 5_000_000: client.log_artifact(rid, str(rej))
-    if not run_id: client.set_terminated(rid, 'FINISHED')
-    msg = (
-        f"scored {tally.rows_scored:,} of {tally.rows_in:,} rows of {src.name} with {lm.name} v{lm.version} in {secs:.1f} s "
-        f"({tally.rows_in/secs:,.0f} rows/s) -> {out}"
-        + tally.outcome(rej)
-        + f"; MLflow run {rid}"
-    )
+    _close_batch_run(client, rid, tally, metrics, rej, keep_rejects=rejects is not None, step_run=run_id is not None)
+    msg = tally.message(src.name, secs, out, rej, rid)
     return tally.result(lm, out, rej, rid, on_invalid, on_unexpected, chunk_size=chunk_size, **metrics, message=msg)
 
 # %% ../nbs/14_predict.ipynb #b94ad5e8

@@ -44,13 +44,8 @@ def segment_time(path: str|Path) -> pd.Timestamp|None:
 
 # %% ../nbs/16_predlog.ipynb #1b355ce5
 LOG_COLUMNS = ['request_id', 'timestamp', 'model_version']  # first in every segment; `_flags` and `latency_ms` close it
-_FIXED = {
-    'request_id': 'string',
-    'timestamp': 'timestamp',
-    'model_version': 'string',
-    '_flags': 'string',
-    'latency_ms': 'float',
-}
+_FIXED = {'request_id': 'string', 'timestamp': 'timestamp', 'model_version': 'string', '_flags': 'string',
+          'latency_ms': 'float'}
 _ARROW = {'string': pa.string(), 'float': pa.float64(), 'bool': pa.bool_(), 'timestamp': pa.timestamp('us', tz='UTC')}
 
 def _kind(s: pd.Series) -> str:
@@ -64,12 +59,8 @@ def _kind(s: pd.Series) -> str:
 def log_layout(df: pd.DataFrame) -> dict[str, str]:
     "Column -> storage kind for a log whose first rows are `df`."
     rest = [c for c in df.columns if c not in _FIXED]
-    return {
-        **{c: _FIXED[c] for c in LOG_COLUMNS},
-        **{c: _kind(df[c]) for c in rest},
-        '_flags': 'string',
-        'latency_ms': 'float',
-    }
+    return {**{c: _FIXED[c] for c in LOG_COLUMNS}, **{c: _kind(df[c]) for c in rest}, '_flags': 'string',
+            'latency_ms': 'float'}
 
 # %% ../nbs/16_predlog.ipynb #4c498e3a
 def _as(s: pd.Series, kind: str) -> pd.Series:
@@ -82,9 +73,8 @@ def _as(s: pd.Series, kind: str) -> pd.Series:
 # %% ../nbs/16_predlog.ipynb #53d8c599
 def conform(df: pd.DataFrame, layout: dict[str, str]) -> pa.Table:
     "`df` as an Arrow table with exactly the columns and types of `layout`."
-    cols = {
-        c: (_as(df[c], k) if c in df.columns else pd.Series([None] * len(df), dtype=object)) for c, k in layout.items()
-    }
+    cols = {c: (_as(df[c], k) if c in df.columns else pd.Series([None] * len(df), dtype=object)) for c,
+            k in layout.items()}
     return pa.table(
         {c: pa.array(s, type=_ARROW[k], from_pandas=True) for (c, k), s in zip(layout.items(), cols.values())}
     )
@@ -105,12 +95,8 @@ class PredictionLog:
                 ):
         if rotate_rows < 1 or rotate_seconds <= 0:
             raise ValueError(f"rotate_rows must be >= 1 and rotate_seconds > 0, got {rotate_rows} and {rotate_seconds}")
-        self.folder, self.rotate_rows, self.rotate_seconds, self.model_version = (
-            Path(folder),
-            int(rotate_rows),
-            float(rotate_seconds),
-            model_version,
-        )
+        self.folder, self.rotate_rows, self.rotate_seconds, self.model_version = (Path(folder), int(rotate_rows),
+                                                                                  float(rotate_seconds), model_version)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.layout, self.segments, self.rows_written, self.error = None, [], 0, None
         self._q, self._buf, self._since, self._closed = queue.SimpleQueue(), [], None, False

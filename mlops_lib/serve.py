@@ -33,26 +33,10 @@ def server_command(params_file: str|Path, # the project params (its `name` is th
     uri = uri or tracking_uri(P)
     setup_tracking(uri)
     mv = registered_version(MlflowClient(), P.name, alias if version is None else None, version)
-    cmd = [
-        sys.executable,
-        '-m',
-        'mlflow',
-        'models',
-        'serve',
-        '-m',
-        f'models:/{P.name}/{mv.version}',
-        '--env-manager',
-        'local',
-        '-h',
-        host,
-        '-p',
-        str(port),
-    ]
-    env = {
-        **os.environ,
-        'MLFLOW_TRACKING_URI': uri,
-        'PATH': f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+    cmd = [sys.executable, '-m', 'mlflow', 'models', 'serve', '-m', f'models:/{P.name}/{mv.version}', '--env-manager',
+           'local', '-h', host, '-p', str(port)]
+    env = {**os.environ, 'MLFLOW_TRACKING_URI': uri,
+           'PATH': f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     return cmd, env, f"{P.name} v{mv.version}" + (f" ({alias})" if version is None and alias else '')
 
 # %% ../nbs/18_serve.ipynb #ca29b688
@@ -87,9 +71,8 @@ def latency_summary(ms) -> dict:
     ms = np.asarray(ms, float)
     if not len(ms): return dict(p50_ms=np.nan, p90_ms=np.nan, p99_ms=np.nan, mean_ms=np.nan, max_ms=np.nan)
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return dict(
-        p50_ms=float(p50), p90_ms=float(p90), p99_ms=float(p99), mean_ms=float(ms.mean()), max_ms=float(ms.max())
-    )
+    return dict(p50_ms=float(p50), p90_ms=float(p90), p99_ms=float(p99), mean_ms=float(ms.mean()),
+                max_ms=float(ms.max()))
 
 # %% ../nbs/18_serve.ipynb #0ae23d79
 def _answer(r: requests.Response) -> tuple[object, str]:
@@ -145,26 +128,15 @@ def simulate(url: str, # the scoring server, e.g. http://127.0.0.1:5001
             if rate: time.sleep(max(0.0, t0 + i/rate - time.perf_counter()))
             ts, t = pd.Timestamp.now(tz='UTC'), time.perf_counter()
             try:
-                r = s.post(
-                    f'{url}/invocations',
-                    data=bodies[i % len(bodies)],
-                    headers={'Content-Type': 'application/json'},
-                    timeout=timeout,
-                )
+                r = s.post(f'{url}/invocations', data=bodies[i % len(bodies)],
+                           headers={'Content-Type': 'application/json'}, timeout=timeout)
                 ms, (pred, err), status = (time.perf_counter() - t)*1000, _answer(r), r.status_code
             except requests.RequestException as ex:
                 ms, pred, err, status = (time.perf_counter() - t) * 1000, None, f'{type(ex).__name__}: {ex}'[:500], 0
             with lock:
                 rec.append(
-                    dict(
-                        _row=i % len(bodies),
-                        _i=i,
-                        prediction=pred,
-                        status=status,
-                        latency_ms=ms,
-                        timestamp=ts.isoformat(),
-                        error=err,
-                    )
+                    dict(_row=i % len(bodies), _i=i, prediction=pred, status=status, latency_ms=ms,
+                         timestamp=ts.isoformat(), error=err)
                 )
                 bar.update()
     with ThreadPoolExecutor(concurrency) as ex:
@@ -181,20 +153,10 @@ def simulate(url: str, # the scoring server, e.g. http://127.0.0.1:5001
     write_table(res, out)
     ok = res.status == 200
     lat = latency_summary(res.latency_ms[ok])
-    summ = dict(
-        url=url,
-        n=len(res),
-        n_ok=int(ok.sum()),
-        n_errors=int((~ok).sum()),
-        rate=rate,
-        concurrency=concurrency,
-        achieved_rate=len(res) / secs if secs else np.nan,
-        throughput_rps=int(ok.sum()) / secs if secs else np.nan,
-        seconds=secs,
-        **lat,
-        status_counts={int(k): int(v) for k, v in res.status.value_counts().items()},
-        output=str(out),
-    )
+    summ = dict(url=url, n=len(res), n_ok=int(ok.sum()), n_errors=int((~ok).sum()), rate=rate, concurrency=concurrency,
+                achieved_rate=len(res) / secs if secs else np.nan,
+                throughput_rps=int(ok.sum()) / secs if secs else np.nan, seconds=secs, **lat,
+                status_counts={int(k): int(v) for k, v in res.status.value_counts().items()}, output=str(out))
     pace = f"at {rate:g}/s" if rate else 'unpaced'
     msg = (
         f"sent {summ['n']} rows to {url}/invocations {pace} from {concurrency} client{'s' if concurrency > 1 else ''} in {secs:.1f} s: {summ['n_ok']} ok, {summ['n_errors']} errors; "

@@ -24,10 +24,8 @@ class ServerError(UserError, RuntimeError):
 def pg_bin_dir() -> Path:
     "The folder with `initdb` and `pg_ctl`: `$MLOPS_PG_BIN`, the newest /usr/lib/postgresql/<N>/bin, else the one on PATH."
     if os.environ.get('MLOPS_PG_BIN'): return Path(os.environ['MLOPS_PG_BIN'])
-    found = sorted(
-        Path('/usr/lib/postgresql').glob('*/bin/initdb'),
-        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
-    )
+    found = sorted(Path('/usr/lib/postgresql').glob('*/bin/initdb'),
+                   key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
     if found: return found[-1].parent
     if shutil.which('initdb'): return Path(shutil.which('initdb')).parent
     raise ServerError(
@@ -99,17 +97,8 @@ def init_cluster(data_dir: str|Path # the server's data folder
     if pgdata.exists(): shutil.rmtree(pgdata)  # a half-made cluster from an interrupted initdb
     _own(pgdata)
     r = _pg(
-        [
-            pg_bin_dir() / 'initdb',
-            '-D',
-            pgdata,
-            '-U',
-            'mlflow',
-            '--auth=trust',
-            '--encoding=UTF8',
-            '--no-locale',
-            '--no-instructions',
-        ]
+        [pg_bin_dir() / 'initdb', '-D', pgdata, '-U', 'mlflow', '--auth=trust', '--encoding=UTF8', '--no-locale',
+         '--no-instructions']
     )
     if r.returncode:
         raise ServerError(f"initdb {pgdata} failed: {(r.stderr.strip() or r.stdout.strip()).splitlines()[-1]}")
@@ -282,9 +271,8 @@ def tracking_server(data_dir: str|Path|None=None, # the server's data folder (de
         port = port or free_port(host)
         log = d/f'mlflow-server-{port}.log'
         with open(log, 'ab') as fh:
-            proc = subprocess.Popen(
-                server_command(spec, port, host, workers), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
-            )
+            proc = subprocess.Popen(server_command(spec, port, host, workers), stdout=fh, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
         url = f'http://{host}:{port}'
         wait_healthy(url, proc, log=log)
         yield url

@@ -82,12 +82,8 @@ def contract_errors(r) -> list[dict]:
     "The contract violations of a `ValidationResult` as [{row, field, value, reason}]."
     e = r.errors
     return [
-        dict(
-            row=int(i) if isinstance(i, (int, np.integer)) else str(i),
-            field=str(c),
-            value=_jsonable(v),
-            reason=str(why),
-        )
+        dict(row=int(i) if isinstance(i, (int, np.integer)) else str(i), field=str(c), value=_jsonable(v),
+             reason=str(why))
         for i, c, v, why in zip(e.row, e.column, e.value, e.reason)
     ]
 
@@ -163,19 +159,14 @@ class DriftCollector:
             'mlops_drift_share_drifted', 'share of drifted features in the last monitor run', d.get('share_drifted')
         )
         if d.get('prediction_drift') is not None:
-            yield g(
-                'mlops_drift_prediction', 'prediction drift found by the last monitor run (1/0)', d['prediction_drift']
-            )
+            yield g('mlops_drift_prediction', 'prediction drift found by the last monitor run (1/0)',
+                    d['prediction_drift'])
         ts = pd.Timestamp(d['timestamp']) if d.get('timestamp') else None
         if ts is not None:
             yield g('mlops_drift_timestamp_seconds', 'when the last monitor run finished (unix time)', ts.timestamp())
         feats = d.get('features') or {}
-        for key, doc in [
-            ('drifted', 'feature drift (1/0)'),
-            ('statistic', 'drift test statistic'),
-            ('p_value', 'drift test p-value'),
-            ('psi', 'population stability index'),
-        ]:
+        for key, doc in [('drifted', 'feature drift (1/0)'), ('statistic', 'drift test statistic'),
+                         ('p_value', 'drift test p-value'), ('psi', 'population stability index')]:
             f = GaugeMetricFamily(f'mlops_drift_feature_{key}', doc, labels=['model', 'version', 'feature'])
             for name, v in feats.items():
                 x = v.get(key) if isinstance(v, dict) else None
@@ -204,9 +195,8 @@ class ServiceMetrics:
         )
         self.rows = Counter('mlops_rows_scored', 'rows scored', ['version'], registry=r)
         self.rejected = Counter('mlops_rows_rejected', 'rows refused for a contract violation', registry=r)
-        self.flagged = Counter(
-            'mlops_rows_flagged', 'scored rows that broke an expectation, by rule', ['rule'], registry=r
-        )
+        self.flagged = Counter('mlops_rows_flagged', 'scored rows that broke an expectation, by rule', ['rule'],
+                               registry=r)
         self.flagged_any = Counter('mlops_rows_flagged_any', 'scored rows with at least one flag', registry=r)
         self.classes = (
             Counter('mlops_predictions', 'predicted class counts', ['class_'], registry=r)
@@ -218,13 +208,8 @@ class ServiceMetrics:
             if task != 'classification'
             else None
         )
-        self.info = Gauge(
-            'mlops_model_info',
-            'the model version answering (1) and earlier ones (0)',
-            ['model', 'version', 'runtime'],
-            registry=r,
-            multiprocess_mode='livemax',
-        )
+        self.info = Gauge('mlops_model_info', 'the model version answering (1) and earlier ones (0)',
+                          ['model', 'version', 'runtime'], registry=r, multiprocess_mode='livemax')
         self.model, self.drift = model, DriftCollector(drift_file, model)
 
     def set_version(self, version: str, runtime: str, old: str|None=None):
@@ -362,19 +347,13 @@ def _log_rows(st: _State, scored: pd.DataFrame, lm, rid: str, ms: float):
     st.metrics.scored(scored, lm.version)
     if st.plog is None: return
     n = len(scored)
-    cols = [
-        *lm.schema.feature_names,
-        *[c for c in scored.columns if c == 'prediction' or c.startswith('proba_') or c == 'probability'],
-    ]
+    cols = [*lm.schema.feature_names,
+            *[c for c in scored.columns if c == 'prediction' or c.startswith('proba_') or c == 'probability']]
     # The added columns go to the log's writer thread as values: inserting them here cost milliseconds per request.
-    st.plog.append(
-        scored[cols],
-        request_id=[rid] if n == 1 else [f'{rid}-{i}' for i in range(n)],
-        timestamp=time.time(),
-        model_version=str(lm.version),
-        _flags=scored['_flags'].astype(str).to_numpy() if '_flags' in scored.columns else '',
-        latency_ms=float(ms),
-    )
+    st.plog.append(scored[cols], request_id=[rid] if n == 1 else [f'{rid}-{i}' for i in range(n)],
+                   timestamp=time.time(), model_version=str(lm.version),
+                   _flags=scored['_flags'].astype(str).to_numpy() if '_flags' in scored.columns else '',
+                   latency_ms=float(ms))
 
 # %% ../nbs/19_service.ipynb #0190edb6
 def create_app(cfg: ServiceConfig, # what to serve and the limits
@@ -581,17 +560,8 @@ def run_service(params_file: str|Path, # the project params (its `name` is the r
     setup_tracking(uri)
     mv = registered_version(MlflowClient(), P.name, alias if version is None else None, version)
     check_port_free(host, port)
-    cfg = ServiceConfig(
-        str(Path(params_file).resolve()),
-        alias,
-        None if version is None else str(version),
-        uri,
-        runtime,
-        max_body_mb,
-        max_rows,
-        workers,
-        log,
-    )
+    cfg = ServiceConfig(str(Path(params_file).resolve()), alias, None if version is None else str(version), uri,
+                        runtime, max_body_mb, max_rows, workers, log)
     mp = tempfile.mkdtemp(prefix='mlops-metrics-')
     os.environ.update(MLOPS_SERVICE_CONFIG=cfg.to_env(), PROMETHEUS_MULTIPROC_DIR=mp)
     label = f"{P.name} v{mv.version}" + (f" ({alias})" if version is None and alias else '')

@@ -123,11 +123,8 @@ def signature_frame(X: pd.DataFrame, schema: DataSchema) -> pd.DataFrame:
     return X[schema.feature_names].astype({c: 'float64' for c in schema.numeric})
 
 # %% ../nbs/12_tracking.ipynb #cbe4b9b7
-SKOPS_TRUSTED_TYPES = [
-    'numpy.dtype',
-    'sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor',
-    'sklearn.tree._tree.Tree',
-]
+SKOPS_TRUSTED_TYPES = ['numpy.dtype', 'sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor',
+                       'sklearn.tree._tree.Tree']
 
 def skops_version() -> str:
     import skops
@@ -143,10 +140,8 @@ def serialization_format(model) -> str:
     except Exception as ex:
         bad = [f'{type(ex).__name__}: {ex}']
     if not bad: return 'skops'
-    print(
-        f"warning: logging the model with cloudpickle: skops would need to trust {', '.join(map(str, bad[:5]))}",
-        file=sys.stderr,
-    )
+    print(f"warning: logging the model with cloudpickle: skops would need to trust {', '.join(map(str, bad[:5]))}",
+          file=sys.stderr)
     return 'cloudpickle'
 
 # %% ../nbs/12_tracking.ipynb #53313672
@@ -170,18 +165,11 @@ def log_model(model, # the fitted sklearn pipeline
             warnings.simplefilter('ignore')
             fmt = serialization_format(model)
             reqs = pip_requirements() + ([f'skops=={skops_version()}'] if fmt == 'skops' else [])
-            return mlflow.sklearn.log_model(
-                model,
-                name='model',
-                signature=sig,
-                input_example=ex,
-                pip_requirements=reqs,
-                extra_files=extra,
-                registered_model_name=registered_name,
-                serialization_format=fmt,
-                skops_trusted_types=SKOPS_TRUSTED_TYPES if fmt == 'skops' else None,
-                metadata={'schema': schema.to_dict()},
-            )
+            return mlflow.sklearn.log_model(model, name='model', signature=sig, input_example=ex, pip_requirements=reqs,
+                                            extra_files=extra, registered_model_name=registered_name,
+                                            serialization_format=fmt,
+                                            skops_trusted_types=SKOPS_TRUSTED_TYPES if fmt == 'skops' else None,
+                                            metadata={'schema': schema.to_dict()})
 
 # %% ../nbs/12_tracking.ipynb #deee7356
 @dataclass
@@ -195,14 +183,10 @@ class Decision:
     champion_version: str|None = None
 
     def tags(self) -> dict:
-        return {
-            'promotion.decision': 'promoted' if self.promote else 'rejected',
-            'promotion.reason': self.reason,
-            'promotion.metric': self.metric,
-            'promotion.candidate_score': f'{self.candidate:.6g}',
-            'promotion.champion_score': '' if self.champion is None else f'{self.champion:.6g}',
-            'promotion.champion_version': self.champion_version or '',
-        }
+        return {'promotion.decision': 'promoted' if self.promote else 'rejected', 'promotion.reason': self.reason,
+                'promotion.metric': self.metric, 'promotion.candidate_score': f'{self.candidate:.6g}',
+                'promotion.champion_score': '' if self.champion is None else f'{self.champion:.6g}',
+                'promotion.champion_version': self.champion_version or ''}
 
 # %% ../nbs/12_tracking.ipynb #88ae9895
 def _fails(metric: str, value: float, bound: float) -> bool:
@@ -260,11 +244,8 @@ def record_decision(client: MlflowClient, name: str, version: str, d: Decision, 
         run_id,
         metrics=[
             mlflow.entities.Metric(k, v, int(pd.Timestamp.now().timestamp() * 1000), 0)
-            for k, v in {
-                'promoted': float(d.promote),
-                f'candidate_{d.metric}': d.candidate,
-                **({f'champion_{d.metric}': d.champion} if d.champion is not None else {}),
-            }.items()
+            for k, v in {'promoted': float(d.promote), f'candidate_{d.metric}': d.candidate,
+                         **({f'champion_{d.metric}': d.champion} if d.champion is not None else {})}.items()
         ],
     )
 
@@ -418,14 +399,8 @@ def gate_and_promote(name: str, # the registered model
             )
             if not d.promote: break
         if d.promote and _champion_version(client, name) != version:
-            d = Decision(
-                False,
-                f"promotion of v{version} lost to concurrent promotions after {rounds} rounds",
-                m,
-                d.candidate,
-                d.champion,
-                d.champion_version,
-            )
+            d = Decision(False, f"promotion of v{version} lost to concurrent promotions after {rounds} rounds", m,
+                         d.candidate, d.champion, d.champion_version)
         record_decision(client, name, version, d, run_id, move=False)
         return d
 
@@ -458,14 +433,8 @@ def _reconcile(client, name, version, cur, rivals, d, score) -> Decision:
         return (
             d
             if best is None
-            else Decision(
-                True,
-                f"{m} {d.candidate:.4g} beats concurrent v{best} ({others[best]:.4g}) on these rows",
-                m,
-                d.candidate,
-                others[best],
-                best,
-            )
+            else Decision(True, f"{m} {d.candidate:.4g} beats concurrent v{best} ({others[best]:.4g}) on these rows", m,
+                          d.candidate, others[best], best)
         )
     if cur != best: _move_aliases(client, name, best, cur)
     return Decision(
@@ -484,13 +453,9 @@ def model_versions(name: str) -> pd.DataFrame:
     try:vs = client.search_model_versions(f"name='{name}'")
     except MlflowException: return pd.DataFrame(columns=['version', 'aliases', 'run_id', 'created', 'decision'])
     rows = [
-        dict(
-            version=str(v.version),
-            aliases=','.join(v.aliases),
-            run_id=v.run_id,
-            created=pd.Timestamp(v.creation_timestamp, unit='ms', tz='UTC'),
-            decision=v.tags.get('promotion.decision', ''),
-        )
+        dict(version=str(v.version), aliases=','.join(v.aliases), run_id=v.run_id,
+             created=pd.Timestamp(v.creation_timestamp, unit='ms', tz='UTC'),
+             decision=v.tags.get('promotion.decision', ''))
         for v in vs
     ]
     return pd.DataFrame(rows, columns=['version', 'aliases', 'run_id', 'created', 'decision']).sort_values(
