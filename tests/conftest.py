@@ -10,8 +10,8 @@ CHROMIUM = '/usr/bin/chromium'   # Debian's package (`make browser`)
 CHROMIUM_ARGS = ['--no-sandbox', '--headless', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking',
                  '--disable-component-update', '--disable-sync', '--no-first-run']
 for _v in URI_VARS: os.environ.pop(_v, None)   # a developer's own store must not leak into the tests
-# One OpenMP thread per process (inherited by every `mlops` process and kernel a test starts). The suite runs two test
-# workers (TEST_WORKERS, 3) on two cores, and many tests start several processes at once; each fitting HistGradientBoosting with one
+# One OpenMP thread per process (inherited by every `mlops` process and kernel a test starts). The suite runs three test
+# workers (TEST_WORKERS) on two cores, and many tests start several processes at once; each fitting HistGradientBoosting with one
 # OpenMP thread per core oversubscribes the machine, and libgomp's spin-waiting then makes a fit many times slower:
 # two `mlops run` of hotel_rates side by side took 102 s with one thread each, and were still in `30_tune` after
 # 10 minutes (50% system time) with the default (one run alone: 94 s vs 92 s). Results do not depend on it.
