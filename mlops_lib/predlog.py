@@ -92,11 +92,13 @@ class PredictionLog:
                  rotate_rows: int=5000,    # a segment is written when this many rows are buffered...
                  rotate_seconds: float=30.0, # ...or when the oldest buffered row is this old
                  model_version: str|None=None, # filled in for rows without a `model_version`
+                 batch_seconds: float=0.1, # the writer waits this long after a frame for the ones behind it
                 ):
         if rotate_rows < 1 or rotate_seconds <= 0:
             raise ValueError(f"rotate_rows must be >= 1 and rotate_seconds > 0, got {rotate_rows} and {rotate_seconds}")
         self.folder, self.rotate_rows, self.rotate_seconds, self.model_version = (Path(folder), int(rotate_rows),
                                                                                   float(rotate_seconds), model_version)
+        self.batch_seconds = batch_seconds
         self.folder.mkdir(parents=True, exist_ok=True)
         self.layout, self.segments, self.rows_written, self.error = None, [], 0, None
         self._q, self._buf, self._since, self._closed = queue.SimpleQueue(), [], None, False
@@ -107,6 +109,7 @@ class PredictionLog:
 # %% ../nbs/16_predlog.ipynb #74f64e3a
 @patch
 def append(self: PredictionLog, df: pd.DataFrame, # the rows
+            keep: list|None=None, # log only these columns of `df` (selected by the writer, off the caller's path)
             **columns, # columns added to them: one value, or one per row
            ) -> int:
     "Queue the rows of `df` for the log (never blocks on the disk); return how many."
@@ -118,6 +121,7 @@ def append(self: PredictionLog, df: pd.DataFrame, # the rows
     if 'request_id' not in have: meta['request_id'] = [uuid.uuid4().hex for _ in range(len(df))]
     if 'timestamp' not in have: meta['timestamp'] = time.time()
     if 'model_version' not in have and self.model_version is not None: meta['model_version'] = str(self.model_version)
+    if keep is not None: meta[_KEEP] = list(keep)
     self._q.put((df, meta))
     return len(df)
 
@@ -201,11 +205,13 @@ def _column_part(f: pd.DataFrame, meta: dict, col: str) -> np.ndarray:
     return np.full(len(f), v, dtype=object)
 
 # %% ../nbs/16_predlog.ipynb #0d85acb2
+_KEEP = '__keep__'   # the `keep` columns of an appended frame, in its noted columns
+
 def _merged(items: list[tuple[pd.DataFrame, dict]]) -> pd.DataFrame:
     "The appended frames as one, with the columns `append` noted (request ids, times, versions...) filled in."
-    frames = [f for f, _ in items]
+    frames = [f[m[_KEEP]] if _KEEP in m else f for f, m in items]
     df = pd.concat(frames, ignore_index=True, sort=False) if len(frames) > 1 else frames[0].reset_index(drop=True)
-    for col in dict.fromkeys(k for _, m in items for k in m):
+    for col in dict.fromkeys(k for _, m in items for k in m if k != _KEEP):
         df[col] = np.concatenate([_column_part(f, m, col) for f, m in items])
     return df
 
@@ -247,6 +253,9 @@ def _run(self: PredictionLog):
         except queue.Empty: item = None
         control = item if item is _STOP or isinstance(item, _Flush) else None
         if item is not None and control is None:
+            # Requests one at a time queue one frame each: converting each as it comes held the GIL for milliseconds while
+            # the next request was being scored (one-row p50 +5 ms). Waiting a moment converts the frames behind it at once.
+            if self.batch_seconds: time.sleep(self.batch_seconds)
             frames, control = self._take_queued(item)
             tables = self._conformed(frames)
             if tables:

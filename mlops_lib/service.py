@@ -349,11 +349,11 @@ def _log_rows(st: _State, scored: pd.DataFrame, lm, rid: str, ms: float):
     n = len(scored)
     cols = [*lm.schema.feature_names,
             *[c for c in scored.columns if c == 'prediction' or c.startswith('proba_') or c == 'probability']]
-    # The added columns go to the log's writer thread as values: inserting them here cost milliseconds per request.
-    st.plog.append(scored[cols], request_id=[rid] if n == 1 else [f'{rid}-{i}' for i in range(n)],
+    # The column selection and the added columns are done by the log's writer thread, a batch of requests at once:
+    # done here, they cost a millisecond of pandas work per request.
+    st.plog.append(scored, keep=cols, request_id=[rid] if n == 1 else [f'{rid}-{i}' for i in range(n)],
                    timestamp=time.time(), model_version=str(lm.version),
-                   _flags=scored['_flags'].astype(str).to_numpy() if '_flags' in scored.columns else '',
-                   latency_ms=float(ms))
+                   _flags=scored['_flags'] if '_flags' in scored.columns else '', latency_ms=float(ms))
 
 # %% ../nbs/19_service.ipynb #0190edb6
 def create_app(cfg: ServiceConfig, # what to serve and the limits
