@@ -91,7 +91,8 @@ def main():
     print(f"\n## Dask on one machine (LocalCluster 2 workers x 1 thread; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)\n")
     print(f"{'':<48}{'local':>9}{'dask':>9}{'dask/local':>12}")
     print(f"{f'tuning: {a.candidates} candidates x 3 folds, {a.train_rows:,} rows':<48}{tu['local']:>8.1f}s{tu['dask']:>8.1f}s{tu['dask']/tu['local']:>11.2f}x")
-    print(f"{f'scoring: {a.rows:,} rows x 200, {sc['partitions']} partitions':<48}{sc['local']:>8.1f}s{sc['dask']:>8.1f}s{sc['dask']/sc['local']:>11.2f}x")
+    scoring_row = f"scoring: {a.rows:,} rows x 200, {sc['partitions']} partitions"
+    print(f"{scoring_row:<48}{sc['local']:>8.1f}s{sc['dask']:>8.1f}s{sc['dask']/sc['local']:>11.2f}x")
     per_fit, per_part = tu['per_fit'], sc['per_partition']
     ov_fit = max(tu['dask'] - tu['local'], 0) / tu['fits']
     ov_part = max(sc['dask'] - sc['local']/2, 0) / sc['partitions']

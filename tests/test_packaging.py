@@ -52,3 +52,9 @@ def test_installed_versions_are_the_pinned_ones():
 def test_kernel_is_registered():
     from jupyter_client.kernelspec import KernelSpecManager
     assert 'mlops_lib' in KernelSpecManager().find_kernel_specs(), "run `make setup`: it registers the mlops_lib kernel"
+
+
+def test_benchmarks_and_tools_compile_on_this_python():
+    "benchmarks/ and tools/ are run by hand, not by the suite: a syntax error of a newer Python (a nested f-string quote) went unseen."
+    for f in sorted([*ROOT.glob('benchmarks/*.py'), *ROOT.glob('tools/*.py')]):
+        compile(f.read_text(), str(f), 'exec')   # raises SyntaxError naming the file and line
