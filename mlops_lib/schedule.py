@@ -146,8 +146,9 @@ def run_once(params_file: str | Path, monitor: str | None = None, uri: str | Non
 
 # %% ../nbs/21_schedule.ipynb #704b9000
 def once_command(params_file: str|Path, monitor: str|None=None) -> str:
-    "The shell command that runs the flow once without Prefect."
-    args = [*mlops_command(), 'schedule', '--params', str(Path(params_file).resolve()), '--once'] + (
+    "The shell command that runs the flow once without Prefect (the params file as an absolute path, found like `load_params` does)."
+    params = Path(params_file) if Path(params_file).exists() else resolve_path(params_file)
+    args = [*mlops_command(), 'schedule', '--params', str(params.resolve()), '--once'] + (
         ['--monitor', monitor] if monitor else []
     )
     return shlex.join(args)
