@@ -19,10 +19,10 @@ from .procs import file_lock
 from .schema import DataSchema
 
 # %% auto #0
-__all__ = ['SKOPS_TRUSTED_TYPES', 'setup_tracking', 'log_search', 'log_splits', 'pip_requirements', 'signature_frame',
-           'skops_version', 'serialization_format', 'log_model', 'Decision', 'promotion_gate', 'record_decision',
-           'NoModelError', 'LoadedModel', 'registered_version', 'load_model', 'champion_score', 'gate_lock_path',
-           'gate_and_promote', 'model_versions', 'model_cache_dir', 'cached_model']
+__all__ = ['SKOPS_TRUSTED_TYPES', 'setup_tracking', 'frame_digest', 'split_dataset', 'log_search', 'log_splits',
+           'pip_requirements', 'signature_frame', 'skops_version', 'serialization_format', 'log_model', 'Decision',
+           'promotion_gate', 'record_decision', 'NoModelError', 'LoadedModel', 'registered_version', 'load_model',
+           'champion_score', 'gate_lock_path', 'gate_and_promote', 'model_versions', 'model_cache_dir', 'cached_model']
 
 # %% ../nbs/12_tracking.ipynb #a6b4af38
 def _sqlite_busy_timeout(dbapi_conn, record):
@@ -76,6 +76,29 @@ def setup_tracking(uri: str, # a tracking URI (see `mlops_lib.config.tracking_ur
     mlflow.set_experiment(experiment_id=exp.experiment_id)
     return exp.experiment_id
 
+# %% ../nbs/12_tracking.ipynb #ceb353b3
+def frame_digest(df: pd.DataFrame) -> str:
+    "A short content digest of a frame: its column names and dtypes, and every row (pandas' vectorised hashes)."
+    import hashlib
+    h = hashlib.sha256(repr([(str(c), str(t)) for c, t in df.dtypes.items()]).encode())
+    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+# %% ../nbs/12_tracking.ipynb #191622c1
+def split_dataset(frame: pd.DataFrame, # the rows
+                  source: str|None, # the file they came from (None for a generated sample)
+                  target: str, # the target column
+                  name: str, # the dataset name
+                  schema_rows: int=1000, # rows the MLflow schema is inferred from
+                 ):
+    "An MLflow `PandasDataset` of `frame` with a fast digest and a schema inferred from its first `schema_rows` rows."
+    from mlflow.types.utils import _infer_schema
+    ds = mlflow.data.from_pandas(frame, source=source, targets=target, name=name, digest=frame_digest(frame))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')   # MLflow's hint about integer columns
+        with contextlib.suppress(Exception): ds.__dict__['schema'] = _infer_schema(frame.head(schema_rows))   # a cached_property
+    return ds
+
 # %% ../nbs/12_tracking.ipynb #1e75c572
 def log_search(res, # a `mlops_lib.models.TuneResult`
                run_id: str|None=None, # the family's run (default: the active run)
@@ -97,7 +120,7 @@ def log_splits(splits: dict[str, pd.DataFrame], # 'train' / 'test' -> its rows
               ) -> None:
     "Log each split as an MLflow dataset input of the active run, in the 'training' or 'testing' context."
     for part, frame in splits.items():
-        ds = mlflow.data.from_pandas(frame, source=None if source.startswith('sample:') else source, targets=target, name=f'{name}-{part}')
+        ds = split_dataset(frame, None if source.startswith('sample:') else source, target, f'{name}-{part}')
         _log_input(ds, 'training' if part == 'train' else 'testing')
 
 def _log_input(ds, context: str, tries: int=5):
