@@ -16,9 +16,12 @@ CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--
 def ensure_model(params: str, outputs: Path) -> None:
     "Train the params' model into `outputs` unless it has a champion already."
     env = {**os.environ, 'MLOPS_OUTPUTS': str(outputs)}; env.pop('MLFLOW_TRACKING_URI', None)
-    probe = ("import sys; from mlops_lib.config import load_params, tracking_uri; from mlops_lib.tracking import load_model, setup_tracking, NoModelError\n"
+    outputs.mkdir(parents=True, exist_ok=True)
+    probe = ("import sys; from mlops_lib.params import load_params, tracking_uri; from mlops_lib.tracking import load_model, setup_tracking, NoModelError\n"
              f"P = load_params({params!r}); setup_tracking(tracking_uri(P))\ntry: load_model(P.name)\nexcept NoModelError: sys.exit(3)")
-    if subprocess.run([sys.executable, '-c', probe], cwd=ROOT, env=env, capture_output=True).returncode == 3:
+    r = subprocess.run([sys.executable, '-c', probe], cwd=ROOT, env=env, capture_output=True, text=True)
+    if r.returncode not in (0, 3): raise SystemExit(f'the model probe failed:\n{r.stderr[-2000:]}')
+    if r.returncode == 3:
         print(f'training {params} into {outputs} (not timed) ...', flush=True)
         subprocess.run([str(BIN/'mlops'), 'run', '--params', params, '--quiet'], cwd=ROOT, env=env, check=True, capture_output=True)
 
