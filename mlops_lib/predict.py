@@ -310,6 +310,32 @@ def _checked_args(P, input, output, on_invalid, chunk_size, rejects) -> tuple:
     batch_columns(src)
     return on_invalid, int(chunk_size), src, out, rej
 
+# %% ../nbs/14_predict.ipynb #b79925bb
+def _read_ahead(chunks: Iterator):
+    "The items of `chunks`, the next one read in a thread while the caller works on this one."
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(1, thread_name_prefix='read-ahead') as pool:
+        nxt = pool.submit(next, chunks, None)
+        while (item := nxt.result()) is not None:
+            nxt = pool.submit(next, chunks, None)
+            yield item
+
+class _WriteBehind:
+    "Call `writer.write` in a thread, one chunk at a time and in order; its errors are raised by the next call or `wait`."
+    def __init__(self, writer): self.writer, self.pending = writer, None
+    def __enter__(self):
+        from concurrent.futures import ThreadPoolExecutor
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix='write-behind')
+        return self
+    def __call__(self, frame: pd.DataFrame):
+        self.wait()
+        self.pending = self.pool.submit(self.writer.write, frame)
+    def wait(self):
+        "Wait for the chunk being written; raise its error."
+        done, self.pending = self.pending, None
+        if done is not None: done.result()
+    def __exit__(self, *exc): self.pool.shutdown(wait=True)
+
 # %% ../nbs/14_predict.ipynb #db04016f
 def _score_to(src: Path, out: Path, rej: Path, lm: LoadedModel, tally: BatchTally, on_invalid: str, chunk_size: int,
               progress: bool, on_unexpected: str = 'score'):
@@ -321,7 +347,8 @@ def _score_to(src: Path, out: Path, rej: Path, lm: LoadedModel, tally: BatchTall
         )
         writer, rwriter = ChunkWriter(stack.enter_context(atomic_path(out)), out), None
         stack.callback(writer.close)
-        for df, pos in iter_chunks(src, chunk_size):
+        write = stack.enter_context(_WriteBehind(writer))   # writes chunk i while chunk i+1 is scored
+        for df, pos in _read_ahead(iter_chunks(src, chunk_size)):   # reads chunk i+1 while chunk i is scored
             scored, r = score_chunk(df, lm, src.name, predict=not (tally.rows_rejected and on_invalid == 'fail'),
                                     on_unexpected=on_unexpected)
             tally.add(scored, r, len(df))
@@ -330,8 +357,9 @@ def _score_to(src: Path, out: Path, rej: Path, lm: LoadedModel, tally: BatchTall
                     rwriter = ChunkWriter(stack.enter_context(atomic_path(rej)), rej)
                     stack.callback(rwriter.close)
                 rwriter.write(r.rejects(df).assign(_row=lambda d: d.index))
-            if not (tally.rows_rejected and on_invalid == 'fail'): writer.write(scored)
+            if not (tally.rows_rejected and on_invalid == 'fail'): write(scored)
             bar.update(pos - bar.n)
+        write.wait()
         if tally.rows_in == 0: raise DataError(f"{src}: no data rows; expected at least one row under the header")
         if tally.rows_rejected and on_invalid == 'fail':
             raise SchemaError(
