@@ -18,8 +18,10 @@ c.VoilaConfiguration.file_denylist = ['.*']
 # the champion loaded, the dashboard built once), refilled after each use. The cell after it builds the dashboard when
 # the request arrives, so a promotion made while the server runs shows on the next page (see mlops_lib.app.wait_for_visitor
 # for why this used to be flaky). Progressive rendering stays off (Voila refuses it with preheating; a failing cell
-# cannot leave half a page). $MLOPS_DASHBOARD_POOL=0 turns preheating off.
-_pool = int(os.environ.get('MLOPS_DASHBOARD_POOL') or 2)
+# cannot leave half a page). $MLOPS_DASHBOARD_POOL=0 turns preheating off. One kernel, not two: two kernels heating at once on
+# two cores made the first page later (start -> form 12.6 s vs 10.6 s) for the same second visitor (2.4 s), as the pool
+# refills between visitors.
+_pool = int(os.environ.get('MLOPS_DASHBOARD_POOL') or 1)
 c.VoilaConfiguration.preheat_kernel = _pool > 0
 c.VoilaConfiguration.default_pool_size = max(_pool, 0)
 # Batch uploads travel over the kernel websocket as one message: allow the upload limit plus headroom (tornado's default
