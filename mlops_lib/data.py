@@ -214,6 +214,8 @@ def id_like_columns(df: pd.DataFrame, # the training split
     "The ID-like feature columns, each with the reason it is dropped."
     out, n = {}, len(df)
     for c in features:
+        text, whole = not pd.api.types.is_numeric_dtype(df[c]), pd.api.types.is_integer_dtype(df[c])
+        if not (text or whole): continue   # a float or boolean column is never ID-like: skip counting its values
         s = df[c].dropna()
         k = s.nunique()
         if k <= 50: continue

@@ -22,7 +22,8 @@ from .tracking import setup_tracking
 __all__ = ['DEFAULT_STEPS', 'WARM_MODULES', 'RESET_CODE', 'parse_steps', 'StepContext', 'process_tags', 'process_gone',
            'mark_stale_runs', 'project_status', 'start_step', 'StepFailed', 'kernel_name', 'git_commit', 'RunResult',
            'step_summary', 'warm_code', 'StepKernel', 'atomic_notebook_writes', 'take_kernel', 'give_back',
-           'shutdown_kernels', 'execute_step', 'check_spaces', 'RunFolderError', 'make_run_dir', 'run_pipeline']
+           'shutdown_kernels', 'execute_step', 'check_spaces', 'RunFolderError', 'make_run_dir', 'prestart_kernel',
+           'run_pipeline']
 
 # %% ../nbs/13_pipeline.ipynb #879cd01a
 from .cache import STEPS  # step -> notebook, in run order
@@ -522,6 +523,21 @@ def _end_runs(client, runs, status: str):
         if r:
             client.set_terminated(r, status)
 
+# %% ../nbs/13_pipeline.ipynb #8684e2f0
+def prestart_kernel(uri: str|None=None, # tracking URI (its store is opened ahead in the kernel)
+                    cwd: str|None=None, # the kernel's working folder (default: the project root)
+                   ) -> None:
+    "Start a warm step kernel in the background for the next step to take ($MLOPS_STEP_KERNEL=fresh: none)."
+    if os.environ.get('MLOPS_STEP_KERNEL') == 'fresh': return
+    give_back(take_kernel(uri, cwd))
+
+def _will_run(plan, steps: list[str]) -> bool:
+    "True when some step would execute (a probe of the plan that shares its file digests)."
+    from mlops_lib.cache import Plan
+    probe = Plan(plan.params, plan.run_dir, plan.uri, force=plan.force)
+    probe.dg = plan.dg
+    return bool(probe.changed(steps))
+
 # %% ../nbs/13_pipeline.ipynb #ed45ca7f
 def run_pipeline(params_file: str|Path, # the params YAML
                  steps: str|list|None=None, # which steps (default: ingest, eda, tune, train)
@@ -541,14 +557,15 @@ def run_pipeline(params_file: str|Path, # the params YAML
     check_spaces(params, params_file)
     steps = parse_steps(steps)
     uri = uri or tracking_uri(params)
-    exp_id = setup_tracking(uri, params.name)
     run_name, run_dir = make_run_dir(outputs_dir()/'runs', run_name, params.name, resume)
     (run_dir/'steps').mkdir(parents=True, exist_ok=True)
+    plan = Plan(params, run_dir, uri, force=force, echo=echo)  # incremental runs: unchanged steps are linked, not rerun
+    if _will_run(plan, steps): prestart_kernel(uri)   # its start-up and imports overlap the tracking set-up below
+    exp_id = setup_tracking(uri, params.name)
     client = MlflowClient()
     mark_stale_runs(client, [exp_id], 'mlops run')
     pid = _open_parent_run(client, exp_id, run_name, run_dir, params, params_file, steps, resume)
     result, child = RunResult(run_name, run_dir, pid), None
-    plan = Plan(params, run_dir, uri, force=force, echo=echo)  # incremental runs: unchanged steps are linked, not rerun
     try:
         with sigterm_as_interrupt():  # a process manager's SIGTERM marks the runs KILLED like Ctrl-C
             for step in steps:
