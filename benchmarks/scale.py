@@ -19,7 +19,8 @@ sys.path.insert(0, str(ROOT/'benchmarks'))
 
 def tuning(a, outputs: Path) -> dict:
     "One random search, local n_jobs=2 vs joblib's Dask backend on LocalCluster(2 x 1)."
-    from distributed import Client, LocalCluster
+    from distributed import Client
+    from mlops_lib.dask_backend import _local_cluster
     from mlops_lib.params import params_from_dict
     from mlops_lib.models import tune_family
     from mlops_lib.samples import make_sample
@@ -34,7 +35,7 @@ def tuning(a, outputs: Path) -> dict:
     X, y = df[S.feature_names], df.target
     t = time.perf_counter(); local = tune_family(X, y, 'hist_gradient_boosting', S, P); t_local = time.perf_counter() - t
     t = time.perf_counter()
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host='127.0.0.1', dashboard_address=None)
+    cluster = _local_cluster(2)  # the cluster `backend: dask` starts without a scheduler address
     client = Client(cluster)
     t_start = time.perf_counter() - t
     try:
@@ -50,13 +51,14 @@ def tuning(a, outputs: Path) -> dict:
         close_clients(); client.close(); cluster.close()
     assert dask.best_params == local.best_params and dask.cv_mean == local.cv_mean, "Dask and local searches disagree"
     fits = local.n_candidates * P.models.cv_folds
-    return dict(local=t_local, dask=t_dask, cold=t_cold, start=t_start, fits=fits, per_fit=t_local*2/fits)
+    return dict(local=t_local, dask=t_dask, cold=t_cold, start=t_start, fits=fits)
 
 
 def scoring(a, d: Path) -> dict:
     "Scoring `rows` transactions rows: the local chunked path vs LocalCluster(2) partitions, same model, same function."
     from predict import train_model as train  # benchmarks/predict.py: a quick transactions champion
-    from distributed import Client, LocalCluster
+    from distributed import Client
+    from mlops_lib.dask_backend import _local_cluster
     from mlops_lib.predict import predict_file
     from mlops_lib.samples import make_sample
     outputs = d/'outputs'
@@ -69,7 +71,7 @@ def scoring(a, d: Path) -> dict:
     one = d/'batch.parquet'; df.to_parquet(one, index=False, row_group_size=a.partition_rows)
     del df
     t = time.perf_counter(); predict_file(params, one, d/'local.parquet', on_invalid='quarantine', chunk_size=a.partition_rows, progress=False); t_local = time.perf_counter() - t
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host='127.0.0.1', dashboard_address=None)
+    cluster = _local_cluster(2)
     client = Client(cluster)
     try:
         os.environ.update(MLOPS_BACKEND='dask', DASK_SCHEDULER_ADDRESS=cluster.scheduler_address)
@@ -81,7 +83,11 @@ def scoring(a, d: Path) -> dict:
         from mlops_lib.dask_backend import close_clients
         close_clients(); client.close(); cluster.close()
     n_parts = s['partitions']
-    return dict(local=t_local, dask=t_dask, cold=t_cold, partitions=n_parts, per_partition=t_local/n_parts)
+    # the driver's share of the commit: one footer read per scored part, then a rename of the folder
+    import pyarrow.parquet as pq
+    t = time.perf_counter(); sum(pq.ParquetFile(p).metadata.num_rows for p in sorted((d/'dask_out').glob('*.parquet')))
+    t_footers = time.perf_counter() - t
+    return dict(local=t_local, dask=t_dask, cold=t_cold, partitions=n_parts, footer=t_footers/n_parts)
 
 
 def main():
@@ -102,19 +108,21 @@ def main():
     print(f"{scoring_row:<48}{sc['local']:>8.1f}s{sc['dask']:>8.1f}s{sc['dask']/sc['local']:>11.2f}x{sc['cold']:>20.1f}s")
     print(f"\nLocalCluster(2) start-up: {tu['start']:.1f} s; the first search on its new workers took {tu['cold']:.1f} s "
           f"(their imports), the first batch {sc['cold']:.1f} s (each worker loads the model once)")
-    per_fit, per_part = tu['per_fit'], sc['per_partition']
-    ov_fit = max(tu['dask'] - tu['local'], 0) / tu['fits']
-    ov_part = max(sc['dask'] - sc['local']/2, 0) / sc['partitions']
-    print(f"\nmeasured: {per_fit:.2f} s per CV fit (one core), {per_part:.2f} s per {a.partition_rows:,}-row partition (one core); "
-          f"Dask overhead {ov_fit*1000:.0f} ms per fit, {ov_part*1000:.0f} ms per partition")
-    print("\n## Projection (ideal split of the measured costs plus the measured per-task overhead)\n")
+    workers = 2
+    per_fit = tu['dask'] * workers / tu['fits']  # worker-seconds per CV fit on Dask, its overhead included
+    per_part = sc['dask'] * workers / sc['partitions']  # worker-seconds per partition, read + check + score + write
+    load = max(sc['cold'] - sc['dask'], 0)  # the first batch's extra: each worker loads the model once
+    print(f"\nmeasured on Dask: {per_fit:.2f} worker-s per CV fit, {per_part:.2f} worker-s per {a.partition_rows:,}-row "
+          f"partition, {load:.1f} s model load per worker (first batch - second), {sc['footer']*1000:.1f} ms of "
+          "driver commit per partition")
+    print("\n## Projection (the measured per-task costs split over more workers of the same speed)\n")
     for w in (4, 16):
         fits = 200 * 3
-        t_search = np.ceil(fits / w) * (per_fit + ov_fit)
+        t_search = np.ceil(fits / w) * per_fit
         parts = 100_000_000 // a.partition_rows
-        t_score = np.ceil(parts / w) * (per_part + ov_part)
-        print(f"{w:>2} workers: 200-candidate search (600 fits) ~{t_search/60:.1f} min; 100M rows ({parts} partitions) ~{t_score/60:.1f} min")
-
+        t_score = load + np.ceil(parts / w) * per_part + parts * sc['footer']
+        print(f"{w:>2} workers: 200-candidate search ({fits} fits) ~{t_search/60:.1f} min; 100M rows ({parts} partitions) "
+              f"~{t_score/60:.1f} min")
 
 if __name__ == '__main__':
     main()

@@ -11,9 +11,9 @@ from .errors import UsageError, UserError
 
 
 # %% auto #0
-__all__ = ['LOADS', 'DaskError', 'backend', 'scheduler_address', 'dask_client', 'close_clients', 'search_context', 'worker_model',
-           'input_files', 'read_partitions', 'score_partition', 'merge_tally', 'commit_output', 'write_rejects',
-           'score_batch_dask', 'predict_file_dask']
+__all__ = ['LOADS', 'DaskError', 'backend', 'scheduler_address', 'dask_client', 'close_clients', 'InPlaceBatch', 'search_context',
+           'worker_model', 'input_files', 'read_partitions', 'score_partition', 'merge_tally', 'commit_output',
+           'write_rejects', 'score_batch_dask', 'predict_file_dask']
 
 # %% ../nbs/11a_dask.ipynb #4af337cf
 class DaskError(UserError, RuntimeError):
@@ -38,6 +38,21 @@ def _import_distributed():
         return distributed
     except ImportError: raise DaskError("the dask backend needs dask and distributed: pip install 'mlops_lib[dask]'") from None
 
+# %% ../nbs/11a_dask.ipynb #a7c1d0e2
+def _local_cluster(n_workers: int):
+    "A `LocalCluster` of one-thread worker processes on loopback whose workers keep glibc's default memory trimming."
+    import dask
+    distributed = _import_distributed()
+    saved = dict(os.environ)  # the nanny sets its worker environment in this process too
+    no_trim = {'distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_': None}
+    try:
+        with dask.config.set(no_trim):
+            return distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                            host='127.0.0.1', dashboard_address='127.0.0.1:0')  # None means :8787
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
 # %% ../nbs/11a_dask.ipynb #4db8ab44
 def dask_client(address: str|None=None, # tcp://host:8786; None: $DASK_SCHEDULER_ADDRESS, else a LocalCluster
                 n_workers: int=2, # LocalCluster only: worker processes (one thread each)
@@ -53,8 +68,7 @@ def dask_client(address: str|None=None, # tcp://host:8786; None: $DASK_SCHEDULER
             try: c = distributed.Client(address, timeout='30s', set_as_default=False)
             except (OSError, TimeoutError) as ex: raise DaskError(f"Dask scheduler {address}: cannot connect ({str(ex).splitlines()[0]}); start one with `dask scheduler` or unset DASK_SCHEDULER_ADDRESS") from None
         else:
-            cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host='127.0.0.1', dashboard_address='127.0.0.1:0')  # None means :8787
-            c = distributed.Client(cluster, set_as_default=False)
+            c = distributed.Client(_local_cluster(n_workers), set_as_default=False)
         _CLIENTS[key] = c
         return c
 
@@ -69,6 +83,27 @@ def close_clients():
             with contextlib.suppress(Exception): cluster.close()
     _CLIENTS.clear()
 
+# %% ../nbs/11a_dask.ipynb #b000e934
+class InPlaceBatch:
+    "A batch of joblib tasks for a Dask worker that runs the joblib calls of its tasks in place, not on the cluster."
+    def __init__(self, batch): self.name = repr(batch)   # joblib's own Batch, for its description
+    def __repr__(self): return self.name
+    def __call__(self, tasks=None):
+        from joblib import parallel_config
+        with parallel_config(backend='sequential'):
+            return [f(*args, **kwargs) for f, args, kwargs in tasks]
+
+def _flat_dask_backend() -> str:
+    "The name of joblib's Dask backend whose tasks run their nested joblib calls in place (registered once)."
+    import joblib
+    from joblib._dask import DaskDistributedBackend
+    class FlatDaskBackend(DaskDistributedBackend):
+        async def _to_func_args(self, func):
+            batch, tasks = await super()._to_func_args(func)
+            return InPlaceBatch(batch), tasks
+    joblib.register_parallel_backend('mlops-dask', FlatDaskBackend)
+    return 'mlops-dask'
+
 # %% ../nbs/11a_dask.ipynb #92a7be6a
 @contextlib.contextmanager
 def search_context(params, # the project's Params
@@ -81,7 +116,7 @@ def search_context(params, # the project's Params
     import joblib
     client = dask_client(n_workers=params.models.n_jobs if params.models.n_jobs > 1 else 2)
     search.set_params(n_jobs=-1)  # every worker thread of the cluster
-    with joblib.parallel_config(backend='dask', client=client): yield
+    with joblib.parallel_config(backend=_flat_dask_backend(), client=client): yield
 
 # %% ../nbs/11a_dask.ipynb #774c5ff6
 _MODELS, _MODEL_LOCK = {}, threading.Lock()
@@ -151,6 +186,7 @@ def score_partition(df: pd.DataFrame, # one partition of the batch
                     kw: dict|None=None, # extra keyword arguments for score_chunk (e.g. on_unexpected)
                    ) -> dict:
     "Validate and score one partition with `score_chunk`; write its rows to `tmp`; return its tally and row count."
+    from mlops_lib.io import _dictionary_columns
     from mlops_lib.predict import BatchTally, score_chunk
     lm = worker_model(uri, name, version)
     df = (_parse_like_pandas(df) if csv else df).reset_index(drop=True)
@@ -158,7 +194,9 @@ def score_partition(df: pd.DataFrame, # one partition of the batch
     tally = BatchTally(lm)
     tally.add(scored, r, len(df))
     tally.lm = None
-    if predict: scored.to_parquet(Path(tmp)/f'part-{i:05d}.parquet', index=False)
+    if predict:
+        part = Path(tmp)/f'part-{i:05d}.parquet'
+        scored.to_parquet(part, index=False, use_dictionary=_dictionary_columns(scored))
     if not r.ok:
         r.rejects(df).assign(_row=lambda d: d.index).to_parquet(Path(tmp) / '_rejects' / f'part-{i:05d}.parquet',
                                                                 index=False)

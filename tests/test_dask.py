@@ -6,7 +6,7 @@ import pytest
 from conftest import ROOT, mlops
 
 distributed = pytest.importorskip('distributed', reason="the dask extra is not installed (make scale-deps)")
-from distributed import Client, LocalCluster, get_task_stream
+from distributed import Client, get_task_stream
 from mlops_lib import dask_backend
 from mlops_lib.params import load_params
 from mlops_lib.models import build_pipeline, tune_family
@@ -20,7 +20,7 @@ SMOKE = ROOT/'params/smoke.yaml'
 @pytest.fixture(scope='module')
 def cluster():
     "A LocalCluster of 2 worker processes x 1 thread on loopback ports, closed even when a test fails."
-    c = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host='127.0.0.1', dashboard_address='127.0.0.1:0')
+    c = dask_backend._local_cluster(2)  # as `backend: dask` starts it (and without changing this process's environment)
     client = Client(c)
     yield client
     dask_backend.close_clients()  # the library's own clients of this scheduler, before it goes away
@@ -46,6 +46,8 @@ def test_tuning_on_dask_equals_local(cluster, monkeypatch):
         dask = {f: tune_family(X, y, f, schema, P_dask) for f in P.models.families}
     assert len(ts.data) >= 10, "the CV fits did not run on the cluster"
     assert {t['worker'] for t in ts.data} == set(cluster.scheduler_info()['workers']), "both workers should have fitted candidates"
+    kinds = {re.sub(r'^batch_of_(\w+?)_\d+_calls.*', r'\1', str(t['key'])) for t in ts.data}
+    assert kinds == {'_fit_and_score'}, f"only the search's fits go to the cluster, not what a fit does inside: {kinds}"
     # the searches do not refit (the train step fits the chosen candidate): compare every candidate's fold scores, then fit
     # the chosen candidate on a worker and in this process and compare their probabilities
     scores = lambda r: r.cv_results.filter(regex=r'^(params|split\d+_test_score|mean_test_score|std_test_score|rank_test_score|iter|n_resources)$')
@@ -61,11 +63,18 @@ def test_tuning_on_dask_equals_local(cluster, monkeypatch):
 
 def test_local_cluster_without_address(monkeypatch):
     monkeypatch.delenv('DASK_SCHEDULER_ADDRESS', raising=False)
+    monkeypatch.delenv('MALLOC_TRIM_THRESHOLD_', raising=False)
+    before = os.environ.get('OMP_NUM_THREADS')
     c = dask_backend.dask_client(n_workers=1)
     try:
         assert c.scheduler.address.startswith('tcp://127.0.0.1:')
         assert len(c.scheduler_info()['workers']) == 1
         assert dask_backend.dask_client(n_workers=1) is c, "the LocalCluster is started once per process"
+        env = c.run(lambda: dict(os.environ))
+        worker_env = next(iter(env.values()))
+        assert 'MALLOC_TRIM_THRESHOLD_' not in worker_env, "it turns off glibc's adaptive mmap threshold (tree fits 2x slower)"
+        assert worker_env.get('OMP_NUM_THREADS') == '1', "one thread per worker, as Dask sets it"
+        assert 'MALLOC_TRIM_THRESHOLD_' not in os.environ and os.environ.get('OMP_NUM_THREADS') == before, "this process's environment is unchanged"
     finally: dask_backend.close_clients()
 
 
