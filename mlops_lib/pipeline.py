@@ -237,8 +237,11 @@ def warm_code(uri: str|None=None, # tracking URI whose store to open ahead (None
               modules: tuple=WARM_MODULES, # modules to import
              ) -> str:
     "Kernel code that imports `modules` (and opens the tracking store) leaving no name in the user namespace."
+    # through setup_tracking: a new embedded store is created under its file lock, never by this kernel and the run's
+    # own process at once (MLflow's table creation is not safe to run twice concurrently)
     store = (
-        f"    import mlflow\n    mlflow.set_tracking_uri({uri!r}); mlflow.MlflowClient().search_experiments(max_results=1)\n"
+        f"    from mlops_lib.tracking import setup_tracking\n    setup_tracking({uri!r})\n"
+        "    import mlflow\n    mlflow.MlflowClient().search_experiments(max_results=1)\n"
         if uri
         else ''
     )

@@ -238,3 +238,21 @@ def test_four_concurrent_writers_on_a_fresh_sqlite_store(tmp_path):
     from mlflow import MlflowClient
     c = MlflowClient(uri)
     assert len(c.search_runs([c.get_experiment_by_name('writers').experiment_id], max_results=1000)) == 100
+
+
+def test_warm_step_kernel_creates_a_new_store_only_under_its_lock(tmp_path):
+    "The kernel `mlops run` starts ahead opens the store while the run sets it up: it must wait for the store's lock, as the run does."
+    import sqlite3
+    from mlops_lib.pipeline import warm_code
+    from mlops_lib.procs import file_lock
+    db = tmp_path/'new'/'mlflow.db'
+    uri = f'sqlite:///{db}'
+    tables = lambda: {r[0] for r in sqlite3.connect(db).execute("select name from sqlite_master where type='table'")} if db.exists() else set()
+    with file_lock(db.parent/'.store.lock'):  # the run's own process, creating the store
+        p = subprocess.Popen([sys.executable, '-c', warm_code(uri, modules=())], env=mlops_env(tmp_path), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(8)   # the warm code's imports and store set-up take ~3 s here
+        assert p.poll() is None and 'experiments' not in tables(), "the warm kernel created the store's tables without the lock"
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+    assert {'experiments', 'registered_models'} <= tables()
