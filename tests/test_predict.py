@@ -116,6 +116,11 @@ def test_regression_and_user_errors(regression_model, batches, tmp_path, in_outp
     assert not (tmp_path/'x.csv').exists()
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_leaves_no_output(smoke_model, batches, tmp_path, sig):
     "SIGINT or SIGTERM in the middle of scoring: exit 130, no output file and no temporary file."
@@ -123,8 +128,11 @@ def test_interrupted_leaves_no_output(smoke_model, batches, tmp_path, sig):
     if not big.exists(): make_sample('car_purchase', rows=300_000, seed=3)[0].to_csv(big, index=False)
     out = tmp_path/'out'/'pred.csv'
     env = mlops_env(smoke_model['outputs'])
+    # the child gets SIGINT's default disposition, as a shell's foreground job does: a process inherits an ignored SIGINT
+    # (and rightly keeps ignoring it, like `nohup`), and code run earlier in this pytest worker may leave it ignored (one
+    # CI run: exit 0 after a full run, reproduced by ignoring SIGINT in the parent)
     p = subprocess.Popen([str(BIN/'mlops'), 'predict', '--params', str(SMOKE), '--input', str(big), '--output', str(out), '--chunk-size', '2000', '--quiet'],
-                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     try:
         t0 = time.time()
         while not list(out.parent.glob('.pred.csv.tmp-*')) and time.time() - t0 < 120 and p.poll() is None: time.sleep(0.05)
