@@ -36,8 +36,8 @@ def build_preprocessor(schema: DataSchema) -> ColumnTransformer:
     onehot = OneHotEncoder(handle_unknown='infrequent_if_exist', min_frequency=MIN_FREQUENCY,
                            max_categories=MAX_CATEGORIES, sparse_output=False)
     cat = Pipeline([('impute', SimpleImputer(strategy='most_frequent')), ('onehot', onehot)])
-    # n_jobs=1: left at None, the transformer's joblib calls follow an active `parallel_config`, so inside a search on
-    # Dask every fit sent its two column transforms back to the cluster and waited (workers idle 60 of 65 s)
+    # n_jobs=1: two column groups are not worth extra processes, and left at None the transformer's joblib calls follow
+    # an active `parallel_config`: inside a search on Dask each fit sent its column transforms back to the cluster
     return ColumnTransformer([('num', num, schema.numeric), ('cat', cat, schema.categorical)],
                              verbose_feature_names_out=False, n_jobs=1)
 
