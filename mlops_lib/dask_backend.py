@@ -4,7 +4,7 @@
 
 # %% ../nbs/11a_dask.ipynb #61e49b5b
 from __future__ import annotations
-import atexit, contextlib, glob as globlib, os, shutil, threading, time
+import atexit, contextlib, functools, glob as globlib, os, shutil, threading, time
 from pathlib import Path
 import pandas as pd
 from .errors import UsageError, UserError
@@ -93,6 +93,7 @@ class InPlaceBatch:
         with parallel_config(backend='sequential'):
             return [f(*args, **kwargs) for f, args, kwargs in tasks]
 
+@functools.cache
 def _flat_dask_backend() -> str:
     "The name of joblib's Dask backend whose tasks run their nested joblib calls in place (registered once)."
     import joblib
@@ -186,7 +187,7 @@ def score_partition(df: pd.DataFrame, # one partition of the batch
                     kw: dict|None=None, # extra keyword arguments for score_chunk (e.g. on_unexpected)
                    ) -> dict:
     "Validate and score one partition with `score_chunk`; write its rows to `tmp`; return its tally and row count."
-    from mlops_lib.io import _dictionary_columns
+    from mlops_lib.io import write_table
     from mlops_lib.predict import BatchTally, score_chunk
     lm = worker_model(uri, name, version)
     df = (_parse_like_pandas(df) if csv else df).reset_index(drop=True)
@@ -194,9 +195,7 @@ def score_partition(df: pd.DataFrame, # one partition of the batch
     tally = BatchTally(lm)
     tally.add(scored, r, len(df))
     tally.lm = None
-    if predict:
-        part = Path(tmp)/f'part-{i:05d}.parquet'
-        scored.to_parquet(part, index=False, use_dictionary=_dictionary_columns(scored))
+    if predict: write_table(scored, Path(tmp)/f'part-{i:05d}.parquet')   # as the local path writes Parquet
     if not r.ok:
         r.rejects(df).assign(_row=lambda d: d.index).to_parquet(Path(tmp) / '_rejects' / f'part-{i:05d}.parquet',
                                                                 index=False)

@@ -36,10 +36,8 @@ def build_preprocessor(schema: DataSchema) -> ColumnTransformer:
     onehot = OneHotEncoder(handle_unknown='infrequent_if_exist', min_frequency=MIN_FREQUENCY,
                            max_categories=MAX_CATEGORIES, sparse_output=False)
     cat = Pipeline([('impute', SimpleImputer(strategy='most_frequent')), ('onehot', onehot)])
-    # n_jobs=1: two column groups are not worth extra processes, and left at None the transformer's joblib calls follow
-    # an active `parallel_config`: inside a search on Dask each fit sent its column transforms back to the cluster
     return ColumnTransformer([('num', num, schema.numeric), ('cat', cat, schema.categorical)],
-                             verbose_feature_names_out=False, n_jobs=1)
+                             verbose_feature_names_out=False)
 
 # %% ../nbs/11_models.ipynb #8319fe71
 @dataclass(frozen=True)

@@ -254,7 +254,10 @@ def test_warm_step_kernel_creates_a_new_store_only_under_its_lock(tmp_path):
     from mlops_lib.procs import file_lock
     db = tmp_path/'new'/'mlflow.db'
     uri = f'sqlite:///{db}'
-    tables = lambda: {r[0] for r in sqlite3.connect(db).execute("select name from sqlite_master where type='table'")} if db.exists() else set()
+    def tables():
+        if not db.exists(): return set()
+        with contextlib.closing(sqlite3.connect(db)) as con:
+            return {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
     with file_lock(db.parent/'.store.lock'):  # the run's own process, creating the store
         p = subprocess.Popen([sys.executable, '-c', warm_code(uri, modules=())], env=mlops_env(tmp_path), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
